@@ -1,0 +1,131 @@
+"""The event contract: names, payloads and the Redis streams that carry them.
+
+Every producer and consumer imports this module; no event name or stream key is typed
+anywhere else. Each event is a pydantic model with a ``type`` discriminator and a
+``schema_version``; on the wire a stream entry holds one field, ``event``, whose value
+is the model's JSON.
+
+Streams are capped (``XADD MAXLEN ~``) so none grows without bound.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Final, Literal
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+#: Version of the payload schemas below; bump on an incompatible change.
+SCHEMA_VERSION: Final = 1
+
+#: Pipeline (DAG) ids, shared with Airflow and the gateway's /materialize and /train.
+DAG_MATERIALIZE: Final = "vroom_forecast_materialize"
+DAG_PIPELINE: Final = "vroom_forecast_pipeline"
+DagId = Literal["vroom_forecast_materialize", "vroom_forecast_pipeline"]
+
+
+class EventType(StrEnum):
+    VEHICLE_SAVED = "vehicle-saved"
+    VEHICLE_MATERIALIZED = "vehicle-materialized"
+    MODEL_PROMOTED = "model-promoted"
+    MODEL_LOADED = "model-loaded"
+    PIPELINE_COMPLETED = "pipeline-completed"
+
+
+class Stream(StrEnum):
+    """Redis stream keys. ``VEHICLES`` is a work queue; the others are notifications."""
+
+    VEHICLES = "vroom:stream:vehicles"
+    VEHICLE_NOTIFICATIONS = "vroom:stream:vehicle-notifications"
+    MODELS = "vroom:stream:models"
+    PIPELINES = "vroom:stream:pipelines"
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+
+
+class VehicleSaved(_Event):
+    """A vehicle was written to the database and needs its online features."""
+
+    type: Literal[EventType.VEHICLE_SAVED] = EventType.VEHICLE_SAVED
+    vehicle_id: int = Field(gt=0)
+
+
+class VehicleMaterialized(_Event):
+    """A vehicle's features are in the online store."""
+
+    type: Literal[EventType.VEHICLE_MATERIALIZED] = EventType.VEHICLE_MATERIALIZED
+    vehicle_id: int = Field(gt=0)
+
+
+class ModelPromoted(_Event):
+    """A model version became champion."""
+
+    type: Literal[EventType.MODEL_PROMOTED] = EventType.MODEL_PROMOTED
+    model_name: str
+    version: str
+    run_id: str
+    cv_mae_mean: float
+    previous_version: str | None = None
+
+
+class ModelLoaded(_Event):
+    """A predictor swapped in a model version and serves it."""
+
+    type: Literal[EventType.MODEL_LOADED] = EventType.MODEL_LOADED
+    model_name: str
+    version: str
+    run_id: str | None = None
+
+
+class PipelineCompleted(_Event):
+    """A pipeline run ended."""
+
+    type: Literal[EventType.PIPELINE_COMPLETED] = EventType.PIPELINE_COMPLETED
+    dag_id: DagId
+    dag_run_id: str
+    state: Literal["success", "failed"]
+
+
+Event = Annotated[
+    VehicleSaved | VehicleMaterialized | ModelPromoted | ModelLoaded | PipelineCompleted,
+    Field(discriminator="type"),
+]
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+#: The stream each event type travels on.
+STREAM_OF: Final[dict[EventType, Stream]] = {
+    EventType.VEHICLE_SAVED: Stream.VEHICLES,
+    EventType.VEHICLE_MATERIALIZED: Stream.VEHICLE_NOTIFICATIONS,
+    EventType.MODEL_PROMOTED: Stream.MODELS,
+    EventType.MODEL_LOADED: Stream.MODELS,
+    EventType.PIPELINE_COMPLETED: Stream.PIPELINES,
+}
+
+#: The field of a stream entry that holds the event JSON.
+ENTRY_FIELD: Final = "event"
+
+
+def encode(event: Event) -> dict[str, str]:
+    """The stream entry fields for an event."""
+    return {ENTRY_FIELD: event.model_dump_json()}
+
+
+def decode(fields: dict[bytes, bytes] | dict[str, str]) -> Event:
+    """Parse a stream entry back into its event; raises ``pydantic.ValidationError``."""
+    raw = fields.get(ENTRY_FIELD) or fields.get(ENTRY_FIELD.encode())  # type: ignore[call-overload]
+    if raw is None:
+        raise ValueError(f"stream entry has no {ENTRY_FIELD!r} field")
+    return _EVENT_ADAPTER.validate_json(raw)
+
+
+def publish(client: redis.Redis, event: Event, maxlen: int = 10_000) -> str:
+    """Append an event to its stream (capped at about ``maxlen``); returns the entry id."""
+    entry_id = client.xadd(
+        STREAM_OF[event.type], encode(event), maxlen=maxlen, approximate=True
+    )
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

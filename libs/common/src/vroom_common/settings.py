@@ -1,0 +1,147 @@
+"""Configuration: one pydantic-settings class, read from the environment.
+
+Every port, path and URL of the system is a field here, with its default. Variables
+use the ``VROOM_`` prefix; the gateway's historical ``SERVING_`` names (kept for
+wire compatibility with the Ray Serve version) are accepted as aliases of the same
+fields, so each fact still has one definition.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The registered model name in MLflow, also the model name the predictor serves.
+DEFAULT_MODEL_NAME = "vroom-forecast"
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept ``VROOM_<NAME>`` and the gateway's legacy ``SERVING_<NAME>``."""
+    return AliasChoices(f"VROOM_{name}", f"SERVING_{name}")
+
+
+class Settings(BaseSettings):
+    """Settings of the whole local system. Derived URLs and paths fill in from the rest."""
+
+    model_config = SettingsConfigDict(env_prefix="VROOM_", extra="ignore", populate_by_name=True)
+
+    # --- where state lives -------------------------------------------------------------
+    state_dir: Path = Field(
+        default=Path(".vroom"), description="Root of all local state (databases, stores, logs)."
+    )
+
+    # --- ports (every one configurable) ------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Interface local services bind to.")
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    mlflow_port: int = Field(default=5001, ge=1, le=65535)
+    gateway_port: int = Field(default=8000, ge=1, le=65535, validation_alias=_env("PORT"))
+    predictor_http_port: int = Field(default=8080, ge=1, le=65535)
+    predictor_grpc_port: int = Field(default=8081, ge=1, le=65535)
+    feature_service_port: int = Field(default=8082, ge=1, le=65535)
+
+    # --- service URLs (derived from the ports unless set) --------------------------------
+    redis_url: str = Field(default="", validation_alias=_env("REDIS_URL"))
+    mlflow_uri: str = Field(default="", validation_alias=_env("MLFLOW_URI"))
+
+    # --- model registry ------------------------------------------------------------------
+    model_name: str = Field(default=DEFAULT_MODEL_NAME, validation_alias=_env("MODEL_NAME"))
+
+    # --- data ----------------------------------------------------------------------------
+    db_path: Path | None = Field(default=None, validation_alias=_env("DB_PATH"))
+    database_url: str = Field(
+        default="",
+        validation_alias=_env("DATABASE_URL"),
+        description="SQLAlchemy URL; defaults to the SQLite file at db_path.",
+    )
+    offline_store_path: Path | None = Field(
+        default=None, validation_alias=_env("OFFLINE_STORE_PATH")
+    )
+    feast_repo: Path = Field(
+        default_factory=lambda: _default_feast_repo(), validation_alias=_env("FEAST_REPO")
+    )
+    feast_registry_path: Path | None = None
+
+    # --- events --------------------------------------------------------------------------
+    stream_maxlen: int = Field(
+        default=10_000, ge=100, description="Approximate cap on every Redis stream we write."
+    )
+
+    # --- rollout ---------------------------------------------------------------------------
+    rollout_backend: Literal["none", "local", "kubernetes"] = "local"
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        self.state_dir = self.state_dir.expanduser().resolve()
+        if not self.redis_url:
+            self.redis_url = f"redis://{self.host}:{self.redis_port}/0"
+        if not self.mlflow_uri:
+            self.mlflow_uri = f"http://{self.host}:{self.mlflow_port}"
+        if self.db_path is None:
+            self.db_path = self.state_dir / "vroom.db"
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.db_path}"
+        if self.offline_store_path is None:
+            self.offline_store_path = self.state_dir / "offline" / "vehicle_features.parquet"
+        if self.feast_registry_path is None:
+            self.feast_registry_path = self.state_dir / "feast" / "registry.db"
+        return self
+
+    # Typed accessors for the fields the validator fills in.
+    @property
+    def offline_path(self) -> Path:
+        assert self.offline_store_path is not None  # filled by _derive
+        return self.offline_store_path
+
+    @property
+    def registry_path(self) -> Path:
+        assert self.feast_registry_path is not None  # filled by _derive
+        return self.feast_registry_path
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.redis_url)
+        return parts.hostname or "127.0.0.1", parts.port or 6379
+
+    @property
+    def redis_db(self) -> int:
+        path = urlsplit(self.redis_url).path.strip("/")
+        return int(path) if path else 0
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed and derived fields re-derived."""
+        data = self.model_dump(
+            exclude={
+                "redis_url",
+                "mlflow_uri",
+                "db_path",
+                "database_url",
+                "offline_store_path",
+                "feast_registry_path",
+            }
+            - set(changes)
+        )
+        data.update(changes)
+        return Settings.model_validate(data)
+
+
+def _default_feast_repo() -> Path:
+    """The repository's ``feature_repo/`` when running from a checkout."""
+    import vroom_common
+
+    # libs/common/src/vroom_common/__init__.py -> repository root is four levels up.
+    root = Path(vroom_common.__file__).resolve().parents[4]
+    return root / "feature_repo"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
