@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     # --- model registry ------------------------------------------------------------------
     model_name: str = Field(default=DEFAULT_MODEL_NAME, validation_alias=_env("MODEL_NAME"))
+    mlflow_experiment: str = Field(default=DEFAULT_MODEL_NAME, description="Training runs go here.")
+    train_n_jobs: int = Field(default=2, ge=1, description="Processes for cross-validation.")
 
     # --- data ----------------------------------------------------------------------------
     db_path: Path | None = Field(default=None, validation_alias=_env("DB_PATH"))

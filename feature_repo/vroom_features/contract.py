@@ -1,0 +1,24 @@
+"""The model's tensor contract: what goes into the served model and what comes out.
+
+Training exports the serving model with these names; the predictor checks requests
+against them and advertises them in its v2 metadata; the gateway builds requests
+with them. Change them here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from vroom_features.transforms import FEATURE_NAMES
+
+#: Input tensor: one row per vehicle, columns in ``FEATURE_NAMES`` order.
+INPUT_NAME: Final = "features"
+#: Open Inference Protocol v2 datatype of the input (tree runtimes compute in float32).
+INPUT_DATATYPE: Final = "FP32"
+#: Output tensor: the predicted reservation count per row, shape ``[N]``.
+OUTPUT_NAME: Final = "predicted_reservations"
+OUTPUT_DATATYPE: Final = "FP32"
+#: Width of the input tensor.
+N_FEATURES: Final = len(FEATURE_NAMES)
+#: File name of the ONNX export inside a logged model's directory.
+ONNX_FILE: Final = "model.onnx"

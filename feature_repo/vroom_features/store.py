@@ -1,0 +1,59 @@
+"""Open the Feast store with the project's settings.
+
+``feature_store.yaml`` gives the project, provider and store types; the registry path
+and the Redis connection come from :class:`vroom_common.settings.Settings`, so one
+setting (``VROOM_REDIS_URL`` ...) moves every component at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from feast import FeatureStore
+from feast.repo_config import RepoConfig
+
+from vroom_common.settings import Settings
+from vroom_features.definitions import build
+
+
+def redis_connection_string(settings: Settings) -> str:
+    """Feast's ``host:port,db=N[,password=...]`` form of the settings' Redis URL."""
+    parts = urlsplit(settings.redis_url)
+    host, port = settings.redis_host_port
+    conn = f"{host}:{port},db={settings.redis_db}"
+    if parts.password:
+        conn += f",password={parts.password}"
+    if parts.scheme == "rediss":
+        conn += ",ssl=true"
+    return conn
+
+
+def feast_config(settings: Settings) -> RepoConfig:
+    """The repo's ``feature_store.yaml`` with paths and connections from ``settings``."""
+    repo = settings.feast_repo
+    raw: dict[str, Any] = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    registry = raw.get("registry", {})
+    if isinstance(registry, str):
+        registry = {"path": registry}
+    registry["path"] = str(settings.registry_path)
+    raw["registry"] = registry
+    raw["online_store"] = {
+        **raw.get("online_store", {}),
+        "connection_string": redis_connection_string(settings),
+    }
+    settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(**raw)
+    config.repo_path = repo
+    return config
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """A ``FeatureStore`` for this project's repo, registry and Redis."""
+    return FeatureStore(repo_path=str(settings.feast_repo), config=feast_config(settings))
+
+
+def apply_definitions(store: FeatureStore, settings: Settings) -> None:
+    """Register the entity, sources and feature view (idempotent)."""
+    store.apply(list(build(settings.offline_path)))

@@ -1,0 +1,94 @@
+"""Feature logic: from the six raw attributes to the model's five features.
+
+This is the only place that says which features exist, in which order, and how each
+is computed. Batch materialization, the event-driven materializer, on-the-fly
+serving and training all call :func:`compute_features`, so the features a model
+was trained on are by construction the features it is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import numpy as np
+import pandas as pd
+
+#: The entity's join key in every store and table.
+ENTITY_KEY: Final = "vehicle_id"
+#: The training label: observed reservation count (null for new arrivals).
+LABEL: Final = "num_reservations"
+#: Event-time column of the offline store and of online writes.
+TIMESTAMP_FIELD: Final = "event_timestamp"
+
+#: Decimals kept in ``price_diff``. float32 (the serving runtime's input type) cannot
+#: tell 8.849999999999994 from 8.85; rounding makes both paths see the same value.
+PRICE_DIFF_DECIMALS: Final = 2
+
+
+def _raw(column: str) -> Callable[[Any], Any]:
+    """A feature that is a raw attribute taken as is."""
+    return lambda raw: raw[column]
+
+
+def price_diff(raw: Any) -> Any:
+    """``actual_price - recommended_price`` in cents precision (scalar or column)."""
+    return np.round(raw["actual_price"] - raw["recommended_price"], PRICE_DIFF_DECIMALS)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A model feature: its column name, value kind, meaning and computation.
+
+    ``compute`` takes either a mapping of scalars (one vehicle) or a DataFrame
+    (many vehicles) and uses only operations valid for both, so one expression
+    defines the feature on every path.
+    """
+
+    name: str
+    kind: Literal["int", "float"]
+    doc: str
+    compute: Callable[[Any], Any]
+
+
+#: The model's features, in the order the model takes them.
+FEATURES: Final[tuple[Feature, ...]] = (
+    Feature(
+        "technology", "int", "Instant-booking tech package installed (0/1).", _raw("technology")
+    ),
+    Feature("num_images", "int", "Photos on the listing.", _raw("num_images")),
+    Feature("street_parked", "int", "Parked on the street (0/1).", _raw("street_parked")),
+    Feature("description", "int", "Character count of the description.", _raw("description")),
+    Feature("price_diff", "float", "actual_price - recommended_price, to cents.", price_diff),
+)
+FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
+_DTYPE: Final = {"int": "int64", "float": "float64"}
+
+
+def compute_features(raw: pd.DataFrame) -> pd.DataFrame:
+    """Features for each row of raw attributes, columns in :data:`FEATURE_NAMES` order.
+
+    Args:
+        raw: One row per vehicle with at least the six raw attribute columns
+            (``technology, actual_price, recommended_price, num_images,
+            street_parked, description``). Other columns are ignored.
+
+    Returns:
+        A frame with the same index and exactly the feature columns: integers as
+        ``int64``, floats as ``float64``.
+    """
+    numeric = raw.astype({"actual_price": "float64", "recommended_price": "float64"})
+    return pd.DataFrame(
+        {
+            f.name: pd.Series(f.compute(numeric), index=raw.index).astype(_DTYPE[f.kind])
+            for f in FEATURES
+        },
+        index=raw.index,
+    )
+
+
+def feature_row(raw: Mapping[str, float | int]) -> list[float]:
+    """One vehicle's feature vector, in model order (the logic of :func:`compute_features`)."""
+    scalars = {k: float(v) for k, v in raw.items()}
+    return [float(f.compute(scalars)) for f in FEATURES]
