@@ -74,7 +74,7 @@ def materialize(settings: Settings, progress: Progress | None = None) -> Materia
     with progress.step("Reading vehicles and computing features"):
         frame = feature_frame(settings)
     with progress.step("Writing the Parquet offline store"):
-        size = write_offline_store(frame, settings.offline_path)
+        size = write_offline_store(frame, settings.offline_store_path)
     online = frame.drop(columns=["source", LABEL])
     try:
         with progress.step("Registering the Feast definitions"):
@@ -90,7 +90,7 @@ def materialize(settings: Settings, progress: Progress | None = None) -> Materia
         fleet_rows=fleet_rows,
         new_arrivals=len(frame) - fleet_rows,
         online_rows=len(online),
-        offline_path=settings.offline_path,
+        offline_path=settings.offline_store_path,
         offline_bytes=size,
         duration_s=time.perf_counter() - started,
     )

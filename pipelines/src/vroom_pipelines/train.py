@@ -95,7 +95,7 @@ class TrainResult:
 
 def load_training_set(settings: Settings) -> tuple[pd.DataFrame, pd.Series]:
     """Features and label of the fleet from the Parquet offline store."""
-    path = settings.offline_path
+    path = settings.offline_store_path
     if not path.exists():
         raise PipelineFailed(f"no offline store at {path}: run `vroom materialize` first")
     frame = pd.read_parquet(path)

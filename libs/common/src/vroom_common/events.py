@@ -125,7 +125,5 @@ def decode(fields: dict[bytes, bytes] | dict[str, str]) -> Event:
 
 def publish(client: redis.Redis, event: Event, maxlen: int = 10_000) -> str:
     """Append an event to its stream (capped at about ``maxlen``); returns the entry id."""
-    entry_id = client.xadd(
-        STREAM_OF[event.type], encode(event), maxlen=maxlen, approximate=True
-    )
+    entry_id = client.xadd(STREAM_OF[event.type], encode(event), maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

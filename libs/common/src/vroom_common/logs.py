@@ -32,7 +32,9 @@ def configure_logging(
     structlog.configure(
         processors=[
             *shared,
-            structlog.processors.format_exc_info if use_json else structlog.processors.UnicodeDecoder(),
+            structlog.processors.format_exc_info
+            if use_json
+            else structlog.processors.UnicodeDecoder(),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

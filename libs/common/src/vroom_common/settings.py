@@ -10,14 +10,23 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Placeholder for "derive this path from state_dir".
+_UNSET: Final = Path()
+
 #: The registered model name in MLflow, also the model name the predictor serves.
 DEFAULT_MODEL_NAME = "vroom-forecast"
+
+
+def _default_feast_repo() -> Path:
+    """The repository's ``feature_repo/`` when running from a checkout (set it in images)."""
+    # libs/common/src/vroom_common/settings.py -> the repository root is four levels up.
+    return Path(__file__).resolve().parents[4] / "feature_repo"
 
 
 def _env(name: str) -> AliasChoices:
@@ -54,19 +63,18 @@ class Settings(BaseSettings):
     train_n_jobs: int = Field(default=2, ge=1, description="Processes for cross-validation.")
 
     # --- data ----------------------------------------------------------------------------
-    db_path: Path | None = Field(default=None, validation_alias=_env("DB_PATH"))
+    # Empty paths below mean "derive from state_dir" (see _derive).
+    db_path: Path = Field(default=_UNSET, validation_alias=_env("DB_PATH"))
     database_url: str = Field(
         default="",
         validation_alias=_env("DATABASE_URL"),
         description="SQLAlchemy URL; defaults to the SQLite file at db_path.",
     )
-    offline_store_path: Path | None = Field(
-        default=None, validation_alias=_env("OFFLINE_STORE_PATH")
-    )
+    offline_store_path: Path = Field(default=_UNSET, validation_alias=_env("OFFLINE_STORE_PATH"))
     feast_repo: Path = Field(
-        default_factory=lambda: _default_feast_repo(), validation_alias=_env("FEAST_REPO")
+        default_factory=_default_feast_repo, validation_alias=_env("FEAST_REPO")
     )
-    feast_registry_path: Path | None = None
+    feast_registry_path: Path = _UNSET
 
     # --- events --------------------------------------------------------------------------
     stream_maxlen: int = Field(
@@ -86,26 +94,15 @@ class Settings(BaseSettings):
             self.redis_url = f"redis://{self.host}:{self.redis_port}/0"
         if not self.mlflow_uri:
             self.mlflow_uri = f"http://{self.host}:{self.mlflow_port}"
-        if self.db_path is None:
+        if self.db_path == _UNSET:
             self.db_path = self.state_dir / "vroom.db"
         if not self.database_url:
             self.database_url = f"sqlite:///{self.db_path}"
-        if self.offline_store_path is None:
+        if self.offline_store_path == _UNSET:
             self.offline_store_path = self.state_dir / "offline" / "vehicle_features.parquet"
-        if self.feast_registry_path is None:
+        if self.feast_registry_path == _UNSET:
             self.feast_registry_path = self.state_dir / "feast" / "registry.db"
         return self
-
-    # Typed accessors for the fields the validator fills in.
-    @property
-    def offline_path(self) -> Path:
-        assert self.offline_store_path is not None  # filled by _derive
-        return self.offline_store_path
-
-    @property
-    def registry_path(self) -> Path:
-        assert self.feast_registry_path is not None  # filled by _derive
-        return self.feast_registry_path
 
     @property
     def redis_host_port(self) -> tuple[str, int]:
@@ -132,15 +129,6 @@ class Settings(BaseSettings):
         )
         data.update(changes)
         return Settings.model_validate(data)
-
-
-def _default_feast_repo() -> Path:
-    """The repository's ``feature_repo/`` when running from a checkout."""
-    import vroom_common
-
-    # libs/common/src/vroom_common/__init__.py -> repository root is four levels up.
-    root = Path(vroom_common.__file__).resolve().parents[4]
-    return root / "feature_repo"
 
 
 @lru_cache(maxsize=1)

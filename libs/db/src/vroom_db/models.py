@@ -52,9 +52,7 @@ class Reservation(Base):
     __table_args__ = (Index("ix_reservations_vehicle_id", "vehicle_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    vehicle_id: Mapped[int] = mapped_column(
-        ForeignKey("vehicles.vehicle_id", ondelete="CASCADE")
-    )
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.vehicle_id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
 
     vehicle: Mapped[Vehicle] = relationship(back_populates="reservations")

@@ -41,3 +41,8 @@ def vehicles_with_label(session: Session) -> list[dict[str, Any]]:
         .order_by(Vehicle.vehicle_id)
     )
     return [dict(row._mapping) for row in session.execute(stmt)]
+
+
+def fleet_size(session: Session) -> int:
+    """Number of fleet (``csv``) vehicles: zero means the database needs seeding."""
+    return int(session.scalar(select(func.count()).where(Vehicle.source == "csv")) or 0)

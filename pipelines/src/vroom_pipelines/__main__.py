@@ -1,0 +1,3 @@
+from vroom_pipelines.cli import main
+
+main()

@@ -1,0 +1,221 @@
+"""The pipeline commands of the ``vroom`` CLI: seed, materialize, train, promote, pipeline.
+
+Each command shows progress on long steps, ends with a one-screen summary, and on
+failure prints one clear message and exits non-zero (no traceback for errors we
+name; a traceback only for bugs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vroom_common.errors import VroomError
+from vroom_common.events import DAG_MATERIALIZE
+from vroom_common.settings import Settings, get_settings
+from vroom_pipelines.materialize import MaterializeSummary, materialize
+from vroom_pipelines.pipeline import PipelineSummary, pipeline_run, run_pipeline
+from vroom_pipelines.progress import Progress
+from vroom_pipelines.promote import PromotionResult, promote
+from vroom_pipelines.seed import SeedSummary, seed_from_dir, seed_synthetic
+from vroom_pipelines.train import TrainResult, train
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder with vehicles.csv and reservations.csv.",
+        file_okay=False,
+        resolve_path=True,
+    ),
+]
+Synthetic = Annotated[
+    int | None,
+    typer.Option("--synthetic", min=10, max=1_000_000, help="Generate a fleet of N vehicles."),
+]
+RandomSeed = Annotated[int, typer.Option("--seed", help="Random seed of the synthetic fleet.")]
+RunId = Annotated[
+    str | None, typer.Option("--dag-run-id", help="Run id to report (default: manual__<time>).")
+]
+
+
+@contextmanager
+def _failures_exit() -> Iterator[None]:
+    """Named errors become one red line and exit code 1."""
+    try:
+        yield
+    except VroomError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+def _table(title: str, rows: list[tuple[str, object]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def _seed_rows(s: SeedSummary) -> list[tuple[str, object]]:
+    return [
+        ("source", s.source),
+        ("vehicles", s.vehicles),
+        ("reservations", s.reservations),
+        ("vehicles without reservations", s.vehicles_without_reservations),
+        ("inserted / updated / removed", f"{s.inserted} / {s.updated} / {s.removed}"),
+        ("seconds", round(s.duration_s, 2)),
+    ]
+
+
+def _materialize_rows(m: MaterializeSummary) -> list[tuple[str, object]]:
+    return [
+        ("vehicles", m.vehicles),
+        ("fleet rows (offline store)", m.fleet_rows),
+        ("new arrivals", m.new_arrivals),
+        ("online store rows", m.online_rows),
+        ("offline store", f"{m.offline_path} ({m.offline_bytes:,} bytes)"),
+        ("seconds", round(m.duration_s, 2)),
+    ]
+
+
+def _train_rows(t: TrainResult) -> list[tuple[str, object]]:
+    top = sorted(t.feature_importances.items(), key=lambda kv: -kv[1])
+    return [
+        ("model version", t.model_version),
+        ("run id", t.run_id),
+        ("cv_mae_mean ± std", f"{t.cv_mae_mean:.4f} ± {t.cv_mae_std:.4f}"),
+        ("per-fold MAE", ", ".join(f"{m:.3f}" for m in t.cv_mae_folds)),
+        ("train MAE / RMSE / R²", f"{t.train_mae:.3f} / {t.train_rmse:.3f} / {t.train_r2:.3f}"),
+        ("best params", t.best_params),
+        ("feature importances", ", ".join(f"{k} {v:.2f}" for k, v in top)),
+        ("ONNX max |diff| vs sklearn", f"{t.onnx_max_abs_diff:.1e}"),
+        ("rows", t.n_rows),
+        ("seconds", round(t.duration_s, 1)),
+    ]
+
+
+def _promote_rows(p: PromotionResult) -> list[tuple[str, object]]:
+    return [
+        ("outcome", p.outcome),
+        ("reason", p.reason),
+        ("candidate", f"v{p.candidate_version} (cv_mae_mean {p.candidate_score:.4f})"),
+        ("champion now", f"v{p.champion_version}" if p.champion_version else "none"),
+        ("model-promoted event", "published" if p.event_published else "not published"),
+    ]
+
+
+def _settings(state_dir: Path | None) -> Settings:
+    settings = get_settings()
+    return settings.with_overrides(state_dir=state_dir) if state_dir else settings
+
+
+StateDir = Annotated[
+    Path | None, typer.Option("--state-dir", help="Override VROOM_STATE_DIR.", file_okay=False)
+]
+
+
+def seed(
+    data_dir: DataDir = None,
+    synthetic: Synthetic = None,
+    random_seed: RandomSeed = 42,
+    state_dir: StateDir = None,
+) -> None:
+    """Load the fleet into the database from CSV files, or generate a synthetic one."""
+    if (data_dir is None) == (synthetic is None):
+        raise typer.BadParameter("give exactly one of --data-dir DIR or --synthetic N")
+    settings = _settings(state_dir)
+    with _failures_exit(), Progress.for_terminal().step("Validating and loading the fleet"):
+        summary = (
+            seed_from_dir(settings, data_dir)
+            if data_dir is not None
+            else seed_synthetic(settings, synthetic or 0, random_seed)
+        )
+    console.print(_table("Seeded", _seed_rows(summary)))
+
+
+def materialize_cmd(state_dir: StateDir = None, dag_run_id: RunId = None) -> None:
+    """Compute features from the database into the offline (Parquet) and online (Redis) stores."""
+    settings = _settings(state_dir)
+    with _failures_exit(), pipeline_run(settings, DAG_MATERIALIZE, dag_run_id):
+        summary = materialize(settings, Progress.for_terminal())
+    console.print(_table("Materialized", _materialize_rows(summary)))
+
+
+def train_cmd(state_dir: StateDir = None) -> None:
+    """Cross-validate and fit the model, log it to MLflow, register it as `candidate`."""
+    settings = _settings(state_dir)
+    with _failures_exit():
+        result = train(settings, progress=Progress.for_terminal())
+    console.print(_table("Trained", _train_rows(result)))
+
+
+def promote_cmd(state_dir: StateDir = None) -> None:
+    """Make the candidate champion if its cv_mae_mean beats the champion's."""
+    settings = _settings(state_dir)
+    with _failures_exit():
+        result = promote(settings)
+    console.print(_table("Promotion", _promote_rows(result)))
+
+
+def pipeline(
+    data_dir: DataDir = None,
+    synthetic: Synthetic = None,
+    random_seed: RandomSeed = 42,
+    state_dir: StateDir = None,
+    dag_run_id: RunId = None,
+) -> None:
+    """Seed (if needed), materialize, train and promote: the whole training pipeline."""
+    settings = _settings(state_dir)
+    with _failures_exit():
+        summary = run_pipeline(
+            settings,
+            data_dir=data_dir,
+            synthetic=synthetic,
+            random_seed=random_seed,
+            dag_run_id=dag_run_id,
+            progress=Progress.for_terminal(),
+        )
+    print_pipeline_summary(summary)
+
+
+def print_pipeline_summary(summary: PipelineSummary) -> None:
+    rows: list[tuple[str, object]] = [("dag run id", summary.dag_run_id)]
+    if summary.seed:
+        rows += [(f"seed: {k}", v) for k, v in _seed_rows(summary.seed)[:4]]
+    rows += [(f"materialize: {k}", v) for k, v in _materialize_rows(summary.materialize)[:4]]
+    rows += [(f"train: {k}", v) for k, v in _train_rows(summary.train)[:3]]
+    rows += [(f"promote: {k}", v) for k, v in _promote_rows(summary.promote)[:4]]
+    console.print(_table("Pipeline vroom_forecast_pipeline: success", rows))
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "seed": seed,
+    "materialize": materialize_cmd,
+    "train": train_cmd,
+    "promote": promote_cmd,
+    "pipeline": pipeline,
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the pipeline commands to ``app``."""
+    for name, command in COMMANDS.items():
+        app.command(name)(command)
+
+
+def main() -> None:
+    """``python -m vroom_pipelines``: the pipeline commands without the local-stack ones."""
+    app = typer.Typer(name="vroom-pipelines", no_args_is_help=True)
+    register(app)
+    app()

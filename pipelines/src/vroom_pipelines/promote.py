@@ -1,0 +1,155 @@
+"""Promote: champion/challenger on ``cv_mae_mean`` (lower is better).
+
+The first candidate becomes champion; a strictly better candidate takes the alias;
+an equal or worse one is kept as a registered, non-champion version with the reason
+on its tags. Only a promotion emits ``model-promoted`` and triggers the rollout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import redis
+import structlog
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vroom_common import events
+from vroom_common.errors import NotFound
+from vroom_common.events import ModelPromoted
+from vroom_common.registry import (
+    ALIAS_CANDIDATE,
+    ALIAS_CHAMPION,
+    PROMOTION_METRIC,
+    TAG_PROMOTION,
+    TAG_PROMOTION_REASON,
+)
+from vroom_common.settings import Settings
+from vroom_pipelines.train import check_mlflow
+
+log = structlog.get_logger(__name__)
+
+#: Rolls a promoted model out to the serving side. The predictor issue supplies the
+#: local (hot reload) and Kubernetes (InferenceService patch) implementations.
+RolloutHook = Callable[[ModelPromoted], None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(candidate_score: float, champion_score: float | None) -> Decision:
+    """The promotion rule, on its own so it can be tested without a registry."""
+    if champion_score is None:
+        return Decision(True, "no champion yet")
+    if candidate_score < champion_score:
+        return Decision(
+            True, f"{PROMOTION_METRIC} {candidate_score:.4f} < champion's {champion_score:.4f}"
+        )
+    return Decision(
+        False, f"{PROMOTION_METRIC} {candidate_score:.4f} >= champion's {champion_score:.4f}"
+    )
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    outcome: Literal["promoted", "retained", "unchanged"]
+    reason: str
+    candidate_version: str
+    candidate_score: float
+    champion_version: str | None
+    """The champion after this run."""
+    previous_champion_version: str | None
+    previous_champion_score: float | None
+    event_published: bool
+
+
+def _version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def _score(client: MlflowClient, version: ModelVersion) -> float:
+    metrics = client.get_run(version.run_id).data.metrics
+    if PROMOTION_METRIC not in metrics:
+        raise NotFound(
+            f"run {version.run_id} of version {version.version} has no {PROMOTION_METRIC}"
+        )
+    return float(metrics[PROMOTION_METRIC])
+
+
+def _publish(settings: Settings, event: ModelPromoted) -> bool:
+    """Emit the event; a Redis outage is reported, not fatal (the alias already moved)."""
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        events.publish(client, event, maxlen=settings.stream_maxlen)
+        return True
+    except redis.exceptions.RedisError as exc:
+        log.error("model-promoted event not published", error=str(exc), version=event.version)
+        return False
+    finally:
+        client.close()
+
+
+def promote(settings: Settings, rollout: RolloutHook | None = None) -> PromotionResult:
+    """Compare the candidate with the champion and move the alias if it is better."""
+    check_mlflow(settings)
+    client = MlflowClient(settings.mlflow_uri)
+    name = settings.model_name
+    candidate = _version_by_alias(client, name, ALIAS_CANDIDATE)
+    if candidate is None:
+        raise NotFound(f"model {name!r} has no {ALIAS_CANDIDATE!r} version: run `vroom train`")
+    champion = _version_by_alias(client, name, ALIAS_CHAMPION)
+    candidate_score = _score(client, candidate)
+    champion_score = _score(client, champion) if champion else None
+
+    previous = str(champion.version) if champion else None
+    result = PromotionResult(
+        outcome="unchanged",
+        reason="the candidate is already champion",
+        candidate_version=str(candidate.version),
+        candidate_score=candidate_score,
+        champion_version=previous,
+        previous_champion_version=previous,
+        previous_champion_score=champion_score,
+        event_published=False,
+    )
+    if previous == result.candidate_version:
+        return result
+
+    decision = decide(candidate_score, champion_score)
+    client.set_model_version_tag(name, candidate.version, TAG_PROMOTION_REASON, decision.reason)
+    if not decision.promote:
+        client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "retained")
+        log.info("candidate retained", version=candidate.version, reason=decision.reason)
+        return replace(result, outcome="retained", reason=decision.reason)
+
+    client.set_registered_model_alias(name, ALIAS_CHAMPION, candidate.version)
+    client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "champion")
+    event = ModelPromoted(
+        model_name=name,
+        version=result.candidate_version,
+        run_id=candidate.run_id,
+        cv_mae_mean=candidate_score,
+        previous_version=previous,
+    )
+    published = _publish(settings, event)
+    log.info("candidate promoted", version=candidate.version, reason=decision.reason)
+    if rollout is not None:
+        rollout(event)
+    return replace(
+        result,
+        outcome="promoted",
+        reason=decision.reason,
+        champion_version=result.candidate_version,
+        event_published=published,
+    )
