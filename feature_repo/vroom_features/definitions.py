@@ -70,4 +70,6 @@ def build(offline_store_path: Path) -> Definitions:
 
 
 # Module-level objects for `feast apply` / `feast plan` run by hand in feature_repo/.
-vehicle, vehicle_features_file, vehicle_push, vehicle_features = build(get_settings().offline_path)
+vehicle, vehicle_features_file, vehicle_push, vehicle_features = build(
+    get_settings().offline_store_path
+)

@@ -37,13 +37,13 @@ def feast_config(settings: Settings) -> RepoConfig:
     registry = raw.get("registry", {})
     if isinstance(registry, str):
         registry = {"path": registry}
-    registry["path"] = str(settings.registry_path)
+    registry["path"] = str(settings.feast_registry_path)
     raw["registry"] = registry
     raw["online_store"] = {
         **raw.get("online_store", {}),
         "connection_string": redis_connection_string(settings),
     }
-    settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.feast_registry_path.parent.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(**raw)
     config.repo_path = repo
     return config
@@ -56,4 +56,4 @@ def open_store(settings: Settings) -> FeatureStore:
 
 def apply_definitions(store: FeatureStore, settings: Settings) -> None:
     """Register the entity, sources and feature view (idempotent)."""
-    store.apply(list(build(settings.offline_path)))
+    store.apply(list(build(settings.offline_store_path)))

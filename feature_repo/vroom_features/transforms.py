@@ -63,7 +63,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("price_diff", "float", "actual_price - recommended_price, to cents.", price_diff),
 )
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
-_DTYPE: Final = {"int": "int64", "float": "float64"}
+_DTYPE: Final = {"int": np.dtype("int64"), "float": np.dtype("float64")}
 
 
 def compute_features(raw: pd.DataFrame) -> pd.DataFrame:

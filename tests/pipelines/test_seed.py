@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
+from tests.realdata import REAL_DATA_DIR, needs_real_data
 from vroom_common.errors import Conflict, DataValidationError, InvalidInput
 from vroom_common.settings import Settings
 from vroom_db import Reservation, Vehicle, create_schema, make_engine, make_session_factory
@@ -22,13 +23,6 @@ from vroom_pipelines.seed import (
     load_csv_dir,
     seed_from_dir,
     write_fleet,
-)
-
-#: The real data set lives next to the repository, never inside it.
-REAL_DATA_DIR = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-needs_real_data = pytest.mark.skipif(
-    not (REAL_DATA_DIR / "vehicles.csv").is_file(),
-    reason=f"real data set not found at {REAL_DATA_DIR}",
 )
 
 VEHICLES_HEADER = (

@@ -19,6 +19,7 @@ from rich.table import Table
 from vroom_common.errors import VroomError
 from vroom_common.events import DAG_MATERIALIZE
 from vroom_common.settings import Settings, get_settings
+from vroom_pipelines.evaluate import evaluate
 from vroom_pipelines.materialize import MaterializeSummary, materialize
 from vroom_pipelines.pipeline import PipelineSummary, pipeline_run, run_pipeline
 from vroom_pipelines.progress import Progress
@@ -199,12 +200,35 @@ def print_pipeline_summary(summary: PipelineSummary) -> None:
     console.print(_table("Pipeline vroom_forecast_pipeline: success", rows))
 
 
+def evaluate_cmd(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Folder with the CSV files.", file_okay=False)
+    ],
+    repeats: Annotated[int, typer.Option(min=1, max=20, help="Repeats of shuffled 5-fold.")] = 5,
+) -> None:
+    """Cross-validate our model against the Ray Serve forest on a data folder (no servers)."""
+    with _failures_exit(), Progress.for_terminal().step("Cross-validating three models"):
+        results = evaluate(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
+    table = Table(title=f"MAE of the reservation count on {data_dir}", title_justify="left")
+    for column in ("model", "5-fold unshuffled", f"{repeats}x5 shuffled (± sd)", "seconds"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.model,
+            f"{r.unshuffled_5fold_mae:.3f}",
+            f"{r.repeated_5x5_mae:.3f} ± {r.repeated_5x5_std:.3f}",
+            f"{r.seconds:.0f}",
+        )
+    console.print(table)
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "seed": seed,
     "materialize": materialize_cmd,
     "train": train_cmd,
     "promote": promote_cmd,
     "pipeline": pipeline,
+    "evaluate": evaluate_cmd,
 }
 
 

@@ -19,7 +19,7 @@ import structlog
 
 from vroom_common.errors import DependencyUnavailable, PipelineFailed
 from vroom_common.settings import Settings
-from vroom_db import make_engine, make_session_factory
+from vroom_db import create_schema, make_engine, make_session_factory
 from vroom_db.queries import vehicles_with_label
 from vroom_features import ENTITY_KEY, LABEL, TIMESTAMP_FIELD, compute_features
 from vroom_features.definitions import FEATURE_VIEW_NAME
@@ -44,6 +44,7 @@ def feature_frame(settings: Settings, now: datetime | None = None) -> pd.DataFra
     """Every vehicle's id, source, features, label and event time, from the database."""
     engine = make_engine(settings.database_url)
     try:
+        create_schema(engine)
         with make_session_factory(engine)() as session:
             rows = vehicles_with_label(session)
     finally:

@@ -78,8 +78,14 @@ def _version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersi
         raise
 
 
+def _run_id(version: ModelVersion) -> str:
+    if not version.run_id:
+        raise NotFound(f"version {version.version} was registered without a training run")
+    return str(version.run_id)
+
+
 def _score(client: MlflowClient, version: ModelVersion) -> float:
-    metrics = client.get_run(version.run_id).data.metrics
+    metrics = client.get_run(_run_id(version)).data.metrics
     if PROMOTION_METRIC not in metrics:
         raise NotFound(
             f"run {version.run_id} of version {version.version} has no {PROMOTION_METRIC}"
@@ -138,7 +144,7 @@ def promote(settings: Settings, rollout: RolloutHook | None = None) -> Promotion
     event = ModelPromoted(
         model_name=name,
         version=result.candidate_version,
-        run_id=candidate.run_id,
+        run_id=_run_id(candidate),
         cv_mae_mean=candidate_score,
         previous_version=previous,
     )

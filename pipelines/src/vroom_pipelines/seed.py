@@ -413,10 +413,9 @@ def write_fleet(engine: Engine, fleet: FleetData) -> SeedSummary:
     started = time.perf_counter()
     create_schema(engine)
     with engine.begin() as conn:
-        existing: dict[int, str] = {
-            vehicle_id: source
-            for vehicle_id, source in conn.execute(select(Vehicle.vehicle_id, Vehicle.source))
-        }
+        existing: dict[int, str] = dict(
+            conn.execute(select(Vehicle.vehicle_id, Vehicle.source)).all()
+        )
         clashes = sorted(
             record["vehicle_id"]
             for record in fleet.vehicles

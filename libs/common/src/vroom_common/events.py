@@ -11,7 +11,7 @@ Streams are capped (``XADD MAXLEN ~``) so none grows without bound.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -125,5 +125,6 @@ def decode(fields: dict[bytes, bytes] | dict[str, str]) -> Event:
 
 def publish(client: redis.Redis, event: Event, maxlen: int = 10_000) -> str:
     """Append an event to its stream (capped at about ``maxlen``); returns the entry id."""
-    entry_id = client.xadd(STREAM_OF[event.type], encode(event), maxlen=maxlen, approximate=True)
+    fields: dict[Any, Any] = dict(encode(event))
+    entry_id = client.xadd(STREAM_OF[event.type], fields, maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

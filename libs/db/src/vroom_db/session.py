@@ -16,7 +16,7 @@ def make_engine(database_url: str) -> Engine:
     """An engine for the URL; creates the SQLite file's folder when needed."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     if url.get_backend_name() == "sqlite":
 

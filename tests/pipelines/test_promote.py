@@ -1,0 +1,119 @@
+"""Champion/challenger promotion against a real MLflow registry and a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from vroom_common import events
+from vroom_common.errors import NotFound
+from vroom_common.events import ModelPromoted, Stream
+from vroom_common.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, TAG_PROMOTION
+from vroom_common.settings import Settings
+from vroom_pipelines.promote import decide, promote
+from vroom_pipelines.train import register
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "promoted"),
+    [(3.5, None, True), (3.3, 3.4, True), (3.4, 3.4, False), (3.5, 3.4, False)],
+)
+def test_decide_promotes_only_a_strictly_better_candidate(
+    candidate: float, champion: float | None, promoted: bool
+) -> None:
+    assert decide(candidate, champion).promote is promoted
+
+
+def candidate_with_score(settings: Settings, score: float) -> str:
+    """Register a version whose run logged ``cv_mae_mean = score``; alias it candidate."""
+    client = MlflowClient(settings.mlflow_uri)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(settings.mlflow_experiment)
+    )
+    run = client.create_run(experiment_id)
+    client.log_batch(
+        run.info.run_id, metrics=[Metric("cv_mae_mean", score, int(time.time() * 1000), 0)]
+    )
+    client.set_terminated(run.info.run_id)
+    return register(client, settings.model_name, run.info.run_id, f"{run.info.artifact_uri}/model")
+
+
+def promoted_events(client: redis.Redis) -> list[ModelPromoted]:
+    entries = client.xrange(Stream.MODELS)
+    parsed = [events.decode(fields) for _id, fields in entries]
+    return [e for e in parsed if isinstance(e, ModelPromoted)]
+
+
+def test_first_better_and_worse_candidates(
+    isolated_settings: Settings, redis_client: redis.Redis
+) -> None:
+    settings = isolated_settings
+    client = MlflowClient(settings.mlflow_uri)
+    rolled_out: list[str] = []
+
+    v1 = candidate_with_score(settings, 3.50)
+    first = promote(settings, rollout=lambda e: rolled_out.append(e.version))
+    assert (first.outcome, first.champion_version, first.event_published) == ("promoted", v1, True)
+
+    v2 = candidate_with_score(settings, 3.40)
+    better = promote(settings, rollout=lambda e: rolled_out.append(e.version))
+    assert (better.outcome, better.champion_version, better.previous_champion_version) == (
+        "promoted",
+        v2,
+        v1,
+    )
+
+    v3 = candidate_with_score(settings, 3.45)
+    worse = promote(settings, rollout=lambda e: rolled_out.append(e.version))
+    assert (worse.outcome, worse.champion_version) == ("retained", v2)
+    assert "3.4500 >= champion's 3.4000" in worse.reason
+
+    again = promote(settings)  # the same worse candidate: still retained, nothing emitted
+    assert again.outcome == "retained"
+
+    assert client.get_model_version_by_alias(settings.model_name, ALIAS_CHAMPION).version == v2
+    assert client.get_model_version_by_alias(settings.model_name, ALIAS_CANDIDATE).version == v3
+    assert client.get_model_version(settings.model_name, v3).tags[TAG_PROMOTION] == "retained"
+    assert client.get_model_version(settings.model_name, v2).tags[TAG_PROMOTION] == "champion"
+    # Events and rollouts only for the two promotions, in order, naming the predecessor.
+    emitted = promoted_events(redis_client)
+    assert [(e.version, e.previous_version) for e in emitted] == [(v1, None), (v2, v1)]
+    assert all(e.model_name == settings.model_name for e in emitted)
+    assert rolled_out == [v1, v2]
+
+
+def test_promoting_the_champion_again_is_unchanged(
+    isolated_settings: Settings, redis_client: redis.Redis
+) -> None:
+    version = candidate_with_score(isolated_settings, 3.5)
+    promote(isolated_settings)
+    result = promote(isolated_settings)
+    assert (result.outcome, result.champion_version) == ("unchanged", version)
+    assert len(promoted_events(redis_client)) == 1
+
+
+def test_no_candidate_is_a_clear_error(isolated_settings: Settings) -> None:
+    with pytest.raises(NotFound, match="has no 'candidate' version: run `vroom train`"):
+        promote(isolated_settings)
+
+
+def test_redis_down_keeps_the_promotion_and_reports_the_event_unpublished(
+    isolated_settings: Settings,
+) -> None:
+    settings = isolated_settings.with_overrides(redis_url="redis://127.0.0.1:1/0")
+    version = candidate_with_score(settings, 3.5)
+    result = promote(settings)
+    assert (result.outcome, result.champion_version, result.event_published) == (
+        "promoted",
+        version,
+        False,
+    )
