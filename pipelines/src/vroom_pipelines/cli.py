@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,13 +19,18 @@ from rich.table import Table
 from vroom_common.errors import VroomError
 from vroom_common.events import DAG_MATERIALIZE
 from vroom_common.settings import Settings, get_settings
-from vroom_pipelines.evaluate import evaluate
-from vroom_pipelines.materialize import MaterializeSummary, materialize
-from vroom_pipelines.pipeline import PipelineSummary, pipeline_run, run_pipeline
 from vroom_pipelines.progress import Progress
-from vroom_pipelines.promote import PromotionResult, promote
-from vroom_pipelines.seed import SeedSummary, seed_from_dir, seed_synthetic
-from vroom_pipelines.train import TrainResult, train
+
+if TYPE_CHECKING:
+    from vroom_pipelines.materialize import MaterializeSummary
+    from vroom_pipelines.pipeline import PipelineSummary
+    from vroom_pipelines.promote import PromotionResult
+    from vroom_pipelines.seed import SeedSummary
+    from vroom_pipelines.train import TrainResult
+
+# The pipeline modules pull in pandas, scikit-learn, MLflow and Feast (seconds of
+# imports). Commands import them when they run, so `vroom --help` and the local-stack
+# commands start at once.
 
 console = Console()
 err_console = Console(stderr=True)
@@ -135,6 +140,8 @@ def seed(
     """Load the fleet into the database from CSV files, or generate a synthetic one."""
     if (data_dir is None) == (synthetic is None):
         raise typer.BadParameter("give exactly one of --data-dir DIR or --synthetic N")
+    from vroom_pipelines.seed import seed_from_dir, seed_synthetic
+
     settings = _settings(state_dir)
     with _failures_exit(), Progress.for_terminal().step("Validating and loading the fleet"):
         summary = (
@@ -147,6 +154,9 @@ def seed(
 
 def materialize_cmd(state_dir: StateDir = None, dag_run_id: RunId = None) -> None:
     """Compute features from the database into the offline (Parquet) and online (Redis) stores."""
+    from vroom_pipelines.materialize import materialize
+    from vroom_pipelines.pipeline import pipeline_run
+
     settings = _settings(state_dir)
     with _failures_exit(), pipeline_run(settings, DAG_MATERIALIZE, dag_run_id):
         summary = materialize(settings, Progress.for_terminal())
@@ -155,6 +165,8 @@ def materialize_cmd(state_dir: StateDir = None, dag_run_id: RunId = None) -> Non
 
 def train_cmd(state_dir: StateDir = None) -> None:
     """Cross-validate and fit the model, log it to MLflow, register it as `candidate`."""
+    from vroom_pipelines.train import train
+
     settings = _settings(state_dir)
     with _failures_exit():
         result = train(settings, progress=Progress.for_terminal())
@@ -163,6 +175,8 @@ def train_cmd(state_dir: StateDir = None) -> None:
 
 def promote_cmd(state_dir: StateDir = None) -> None:
     """Make the candidate champion if its cv_mae_mean beats the champion's."""
+    from vroom_pipelines.promote import promote
+
     settings = _settings(state_dir)
     with _failures_exit():
         result = promote(settings)
@@ -177,6 +191,8 @@ def pipeline(
     dag_run_id: RunId = None,
 ) -> None:
     """Seed (if needed), materialize, train and promote: the whole training pipeline."""
+    from vroom_pipelines.pipeline import run_pipeline
+
     settings = _settings(state_dir)
     with _failures_exit():
         summary = run_pipeline(
@@ -207,6 +223,8 @@ def evaluate_cmd(
     repeats: Annotated[int, typer.Option(min=1, max=20, help="Repeats of shuffled 5-fold.")] = 5,
 ) -> None:
     """Cross-validate our model against the Ray Serve forest on a data folder (no servers)."""
+    from vroom_pipelines.evaluate import evaluate
+
     with _failures_exit(), Progress.for_terminal().step("Cross-validating three models"):
         results = evaluate(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
     table = Table(title=f"MAE of the reservation count on {data_dir}", title_justify="left")

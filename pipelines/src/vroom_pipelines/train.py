@@ -15,6 +15,7 @@ import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ from vroom_features.contract import INPUT_NAME, ONNX_FILE, OUTPUT_NAME
 from vroom_pipelines.progress import Progress
 
 log = structlog.get_logger(__name__)
+
+#: What loading the logged model needs (pinned to the versions that trained it).
+MODEL_REQUIREMENTS = ("scikit-learn", "numpy", "scipy", "cloudpickle", "onnx", "onnxruntime")
 
 #: Largest difference allowed between the ONNX export and sklearn on the training rows.
 ONNX_TOLERANCE = 1e-4
@@ -151,6 +155,7 @@ def save_model_dir(
         str(path),
         signature=signature,
         input_example=example,
+        pip_requirements=[f"{d}=={metadata.version(d)}" for d in MODEL_REQUIREMENTS],
         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
     )
     (path / ONNX_FILE).write_bytes(proto.SerializeToString())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Literal
 
@@ -48,6 +49,10 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # MLflow configures its own handler when imported and reads its level from the
+    # environment, and draws download progress bars; ours is the one log stream.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Third-party chatter that drowns our own lines at INFO.
     for noisy in ("alembic", "urllib3", "mlflow", "feast", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
