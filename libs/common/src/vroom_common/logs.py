@@ -39,7 +39,8 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Resolve sys.stderr per logger, not once: test runners swap the stream.
+        logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -54,5 +55,5 @@ def configure_logging(
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Third-party chatter that drowns our own lines at INFO.
-    for noisy in ("alembic", "urllib3", "mlflow", "feast", "git"):
+    for noisy in ("alembic", "urllib3", "httpx", "httpcore", "mlflow", "feast", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

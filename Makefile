@@ -1,0 +1,42 @@
+# Developer and CI entry points. `make setup` prepares a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.8
+# uv from PATH, else the one `make setup` installs with pip (runnable as a module).
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export UV
+
+.PHONY: help setup run test lint format up down status
+
+help:
+	@echo "targets: setup run test lint format up down status (make run DATA_DIR=../shared/data)"
+
+setup:  ## install uv (if missing), the locked dependencies and a Redis server
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet "uv==$(UV_VERSION)" \
+		|| python3 -m pip install --quiet --user --break-system-packages "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	scripts/ensure-redis.sh
+
+test: setup  ## the test suite (starts its own Redis and MLflow)
+	$(UV) run pytest
+
+lint:
+	$(UV) run ruff format --check . && $(UV) run ruff check . && $(UV) run mypy
+
+format:
+	$(UV) run ruff format . && $(UV) run ruff check --fix .
+
+up:
+	$(UV) run vroom up
+
+down:
+	$(UV) run vroom down
+
+status:
+	$(UV) run vroom status
+
+# The main job: the local stack with a trained champion (synthetic fleet unless DATA_DIR).
+run: setup
+	$(UV) run vroom run $(if $(DATA_DIR),--data-dir $(DATA_DIR))

