@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from vroom_cli.stack import down, up
+from vroom_cli.stack import StackStatus, down, up
 from vroom_common.errors import VroomError
 from vroom_common.settings import Settings
 
@@ -57,10 +57,10 @@ def make_stack_settings() -> MakeStackSettings:
     return make
 
 
-def start_stack(settings: Settings, services: tuple[str, ...] = STACK_SERVICES) -> None:
+def start_stack(settings: Settings, services: tuple[str, ...] = STACK_SERVICES) -> StackStatus:
     """``up`` or fail the test with the reason (and the service's log tail)."""
     try:
-        up(settings, services=services)
+        return up(settings, services=services)
     except VroomError as error:
         down(settings)
         pytest.fail(f"could not start the test stack: {error.message}", pytrace=False)

@@ -16,9 +16,9 @@ from rich.table import Table
 
 from vroom_cli.stack import up
 from vroom_cli.stack.cli import status_table
-from vroom_common.errors import VroomError
 from vroom_common.registry import ALIAS_CHAMPION, champion_uri
 from vroom_common.settings import Settings, get_settings
+from vroom_pipelines.cli import exit_on_error
 
 console = Console()
 
@@ -87,7 +87,7 @@ def run_command(
     from vroom_pipelines.progress import Progress
 
     settings = get_settings()
-    try:
+    with exit_on_error():
         stack = up(settings)
         console.print(status_table(stack))
         version = champion_version(settings)
@@ -101,9 +101,6 @@ def run_command(
             print_pipeline_summary(summary)
             version = summary.promote.champion_version
         vehicle, predicted = sample_prediction(settings)
-    except VroomError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc.message}")
-        raise typer.Exit(1) from exc
 
     table = Table(title="vroom-forecast is up", show_header=False, title_justify="left")
     table.add_column(style="bold")

@@ -24,6 +24,7 @@ import structlog
 from click.testing import Result
 from typer.testing import CliRunner
 
+from tests.conftest import STACK_SERVICES, start_stack
 from vroom_cli.main import app
 from vroom_cli.stack import (
     PortInUse,
@@ -39,21 +40,12 @@ from vroom_cli.stack import (
 )
 from vroom_cli.stack.services import find_redis_server
 from vroom_cli.stack.supervisor import Supervisor, SupervisorPaths, pid_alive, render_config
-from vroom_common.errors import DependencyUnavailable, VroomError
+from vroom_common.errors import DependencyUnavailable
 from vroom_common.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
 
-STACK_SERVICES = ("redis", "mlflow")
 MakeStackSettings = Callable[[Path], Settings]
-
-
-def start_stack(settings: Settings, services: tuple[str, ...]) -> StackStatus:
-    try:
-        return up(settings, services=services)
-    except VroomError as error:
-        down(settings)
-        pytest.fail(f"could not start the stack: {error.message}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

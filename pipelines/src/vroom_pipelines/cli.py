@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from vroom_common.errors import VroomError
 from vroom_common.events import DAG_MATERIALIZE
@@ -55,12 +56,13 @@ RunId = Annotated[
 
 
 @contextmanager
-def _failures_exit() -> Iterator[None]:
-    """Named errors become one red line and exit code 1."""
+def exit_on_error() -> Iterator[None]:
+    """Errors we name become one red line on stderr and exit code 1 (no traceback)."""
     try:
         yield
     except VroomError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        # soft_wrap: the message stays one greppable line; a log tail keeps its lines.
+        err_console.print(Text(f"error: {exc.message}", style="bold red"), soft_wrap=True)
         raise typer.Exit(1) from exc
 
 
@@ -121,13 +123,19 @@ def _promote_rows(p: PromotionResult) -> list[tuple[str, object]]:
     ]
 
 
-def _settings(state_dir: Path | None) -> Settings:
+def settings_for(state_dir: Path | None) -> Settings:
+    """The settings, with the state directory of ``--state-dir`` when given."""
     settings = get_settings()
-    return settings.with_overrides(state_dir=state_dir) if state_dir else settings
+    return settings.with_overrides(state_dir=state_dir) if state_dir is not None else settings
 
 
 StateDir = Annotated[
-    Path | None, typer.Option("--state-dir", help="Override VROOM_STATE_DIR.", file_okay=False)
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Directory holding all local state (default: VROOM_STATE_DIR or .vroom).",
+        file_okay=False,
+    ),
 ]
 
 
@@ -142,8 +150,8 @@ def seed(
         raise typer.BadParameter("give exactly one of --data-dir DIR or --synthetic N")
     from vroom_pipelines.seed import seed_from_dir, seed_synthetic
 
-    settings = _settings(state_dir)
-    with _failures_exit(), Progress.for_terminal().step("Validating and loading the fleet"):
+    settings = settings_for(state_dir)
+    with exit_on_error(), Progress.for_terminal().step("Validating and loading the fleet"):
         summary = (
             seed_from_dir(settings, data_dir)
             if data_dir is not None
@@ -157,8 +165,8 @@ def materialize_cmd(state_dir: StateDir = None, dag_run_id: RunId = None) -> Non
     from vroom_pipelines.materialize import materialize
     from vroom_pipelines.pipeline import pipeline_run
 
-    settings = _settings(state_dir)
-    with _failures_exit(), pipeline_run(settings, DAG_MATERIALIZE, dag_run_id):
+    settings = settings_for(state_dir)
+    with exit_on_error(), pipeline_run(settings, DAG_MATERIALIZE, dag_run_id):
         summary = materialize(settings, Progress.for_terminal())
     console.print(_table("Materialized", _materialize_rows(summary)))
 
@@ -167,8 +175,8 @@ def train_cmd(state_dir: StateDir = None) -> None:
     """Cross-validate and fit the model, log it to MLflow, register it as `candidate`."""
     from vroom_pipelines.train import train
 
-    settings = _settings(state_dir)
-    with _failures_exit():
+    settings = settings_for(state_dir)
+    with exit_on_error():
         result = train(settings, progress=Progress.for_terminal())
     console.print(_table("Trained", _train_rows(result)))
 
@@ -177,8 +185,8 @@ def promote_cmd(state_dir: StateDir = None) -> None:
     """Make the candidate champion if its cv_mae_mean beats the champion's."""
     from vroom_pipelines.promote import promote
 
-    settings = _settings(state_dir)
-    with _failures_exit():
+    settings = settings_for(state_dir)
+    with exit_on_error():
         result = promote(settings)
     console.print(_table("Promotion", _promote_rows(result)))
 
@@ -193,8 +201,8 @@ def pipeline(
     """Seed (if needed), materialize, train and promote: the whole training pipeline."""
     from vroom_pipelines.pipeline import run_pipeline
 
-    settings = _settings(state_dir)
-    with _failures_exit():
+    settings = settings_for(state_dir)
+    with exit_on_error():
         summary = run_pipeline(
             settings,
             data_dir=data_dir,
@@ -225,7 +233,7 @@ def evaluate_cmd(
     """Cross-validate our model against the Ray Serve forest on a data folder (no servers)."""
     from vroom_pipelines.evaluate import evaluate
 
-    with _failures_exit(), Progress.for_terminal().step("Cross-validating three models"):
+    with exit_on_error(), Progress.for_terminal().step("Cross-validating three models"):
         results = evaluate(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
     table = Table(title=f"MAE of the reservation count on {data_dir}", title_justify="left")
     for column in ("model", "5-fold unshuffled", f"{repeats}x5 shuffled (± sd)", "seconds"):

@@ -6,7 +6,6 @@ import signal
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
 
@@ -17,34 +16,10 @@ from rich.text import Text
 
 from vroom_cli.stack.control import StackStatus, down, status, up
 from vroom_cli.stack.services import SERVICES
-from vroom_common.errors import VroomError
-from vroom_common.settings import Settings, get_settings
+from vroom_common.settings import Settings
+from vroom_pipelines.cli import StateDir, exit_on_error, settings_for
 
 _COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
-
-StateDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        help="Directory holding all local state (default: VROOM_STATE_DIR or .vroom).",
-        file_okay=False,
-    ),
-]
-
-
-def _settings(state_dir: Path | None) -> Settings:
-    settings = get_settings()
-    return settings.with_overrides(state_dir=state_dir) if state_dir is not None else settings
-
-
-def _print_error(error: VroomError) -> None:
-    # soft_wrap: keep the message on one line (greppable), and the log tail as it was.
-    Console(stderr=True).print(Text(f"error: {error.message}", style="bold red"), soft_wrap=True)
-
-
-def _fail(error: VroomError) -> NoReturn:
-    _print_error(error)
-    raise typer.Exit(1)
 
 
 def status_table(current: StackStatus) -> Table:
@@ -140,7 +115,7 @@ def _report_up(console: Console, result: StackStatus) -> None:
 
 
 def up_command(
-    state_dir: StateDirOption = None,
+    state_dir: StateDir = None,
     detach: Annotated[
         bool,
         typer.Option("--detach", "-d", help="Start the stack in the background and return."),
@@ -155,29 +130,25 @@ def up_command(
     Without --detach, follow the services' logs until Ctrl-C or SIGTERM, then stop
     everything.
     """
-    settings = _settings(state_dir)
+    settings = settings_for(state_dir)
     console = Console()
     if detach:
-        try:
+        with exit_on_error():
             result = up(settings, timeout=timeout)
-        except VroomError as error:
-            _fail(error)
         _report_up(console, result)
         console.print(status_table(result))
         return
     offsets = _log_sizes(settings)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        result = up(settings, timeout=timeout)
+        with exit_on_error():
+            result = up(settings, timeout=timeout)
         _report_up(console, result)
         console.print(status_table(result))
         console.print("following the logs; Ctrl-C stops the stack", style="dim")
         follow_logs(settings, [service.name for service in result.services], offsets, console)
     except (KeyboardInterrupt, _Stop):
         pass
-    except VroomError as error:
-        _print_error(error)
-        raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         with _signals_ignored():
@@ -186,12 +157,10 @@ def up_command(
             console.print("stopped")
 
 
-def down_command(state_dir: StateDirOption = None) -> None:
+def down_command(state_dir: StateDir = None) -> None:
     """Stop every service of the local stack and supervisord."""
-    try:
-        result = down(_settings(state_dir))
-    except VroomError as error:
-        _fail(error)
+    with exit_on_error():
+        result = down(settings_for(state_dir))
     console = Console()
     if result.stopped:
         console.print(f"stopped: {', '.join(result.stopped)}")
@@ -199,12 +168,10 @@ def down_command(state_dir: StateDirOption = None) -> None:
         console.print("nothing was running")
 
 
-def status_command(state_dir: StateDirOption = None) -> None:
+def status_command(state_dir: StateDir = None) -> None:
     """Show each service's state, pid, port, health and URL; exit 1 unless all are healthy."""
-    try:
-        current = status(_settings(state_dir))
-    except VroomError as error:
-        _fail(error)
+    with exit_on_error():
+        current = status(settings_for(state_dir))
     Console().print(status_table(current))
     if not current.healthy:
         raise typer.Exit(1)
