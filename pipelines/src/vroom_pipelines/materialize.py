@@ -24,6 +24,7 @@ from vroom_db.queries import vehicles_with_label
 from vroom_features import ENTITY_KEY, LABEL, TIMESTAMP_FIELD, compute_features
 from vroom_features.definitions import FEATURE_VIEW_NAME
 from vroom_features.store import apply_definitions, open_store
+from vroom_pipelines.preflight import check_redis
 from vroom_pipelines.progress import Progress
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,7 @@ def materialize(settings: Settings, progress: Progress | None = None) -> Materia
     """Run the whole materialization; raises a :class:`VroomError` subclass on failure."""
     progress = progress or Progress.silent()
     started = time.perf_counter()
+    check_redis(settings)
     with progress.step("Reading vehicles and computing features"):
         frame = feature_frame(settings)
     with progress.step("Writing the Parquet offline store"):

@@ -21,6 +21,7 @@ from vroom_common.settings import Settings
 from vroom_db import create_schema, make_engine, make_session_factory
 from vroom_db.queries import fleet_size
 from vroom_pipelines.materialize import MaterializeSummary, materialize
+from vroom_pipelines.preflight import check_mlflow, check_redis
 from vroom_pipelines.progress import Progress
 from vroom_pipelines.promote import PromotionResult, RolloutHook, promote
 from vroom_pipelines.seed import SeedSummary, seed_from_dir, seed_synthetic
@@ -97,6 +98,8 @@ def run_pipeline(
     """Seed (if needed), materialize, train and promote, as one ``vroom_forecast_pipeline`` run."""
     progress = progress or Progress.silent()
     with pipeline_run(settings, events.DAG_PIPELINE, dag_run_id) as run_id:
+        check_redis(settings)
+        check_mlflow(settings)
         with progress.step("Seeding the database (if needed)"):
             seeded = seed_if_needed(settings, data_dir, synthetic, random_seed)
         materialized = materialize(settings, progress)

@@ -28,7 +28,7 @@ from vroom_common.registry import (
     TAG_PROMOTION_REASON,
 )
 from vroom_common.settings import Settings
-from vroom_pipelines.train import check_mlflow
+from vroom_pipelines.preflight import check_mlflow
 
 log = structlog.get_logger(__name__)
 

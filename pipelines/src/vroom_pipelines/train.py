@@ -19,7 +19,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
 import mlflow
 import numpy as np
 import onnx
@@ -36,11 +35,12 @@ from sklearn.ensemble import ExtraTreesRegressor
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 
-from vroom_common.errors import DependencyUnavailable, PipelineFailed
+from vroom_common.errors import PipelineFailed
 from vroom_common.registry import ALIAS_CANDIDATE, MODEL_ARTIFACT_PATH, PROMOTION_METRIC
 from vroom_common.settings import Settings
 from vroom_features import FEATURE_NAMES, LABEL
 from vroom_features.contract import INPUT_NAME, ONNX_FILE, OUTPUT_NAME
+from vroom_pipelines.preflight import check_mlflow
 from vroom_pipelines.progress import Progress
 
 log = structlog.get_logger(__name__)
@@ -164,14 +164,6 @@ def save_model_dir(
         "onnx", onnx_version=onnx.__version__, data=ONNX_FILE, providers=["CPUExecutionProvider"]
     )
     meta.save(str(path / "MLmodel"))
-
-
-def check_mlflow(settings: Settings) -> None:
-    """Fail fast with a clear error instead of the client's long retry loop."""
-    try:
-        httpx.get(f"{settings.mlflow_uri}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise DependencyUnavailable("mlflow", f"{settings.mlflow_uri}: {exc}") from exc
 
 
 def register(client: MlflowClient, name: str, run_id: str, source: str) -> str:
