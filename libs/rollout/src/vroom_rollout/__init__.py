@@ -1,0 +1,1 @@
+"""Roll a promoted model out to the serving side (filled in below)."""
