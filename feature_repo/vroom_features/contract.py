@@ -22,3 +22,7 @@ OUTPUT_DATATYPE: Final = "FP32"
 N_FEATURES: Final = len(FEATURE_NAMES)
 #: File name of the ONNX export inside a logged model's directory.
 ONNX_FILE: Final = "model.onnx"
+#: File written next to the model after registration: ``{"model_name", "version"}``.
+#: A predictor that gets only the directory (KServe's storage initializer on a
+#: cluster) learns the version it serves from it.
+REGISTRATION_FILE: Final = "registration.json"

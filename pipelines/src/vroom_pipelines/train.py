@@ -39,7 +39,7 @@ from vroom_common.errors import PipelineFailed
 from vroom_common.registry import ALIAS_CANDIDATE, MODEL_ARTIFACT_PATH, PROMOTION_METRIC
 from vroom_common.settings import Settings
 from vroom_features import FEATURE_NAMES, LABEL
-from vroom_features.contract import INPUT_NAME, ONNX_FILE, OUTPUT_NAME
+from vroom_features.contract import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, REGISTRATION_FILE
 from vroom_pipelines.preflight import check_mlflow
 from vroom_pipelines.progress import Progress
 
@@ -245,6 +245,11 @@ def train(
                 client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
             source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
             version = register(client, settings.model_name, run_id, source)
+            client.log_dict(
+                run_id,
+                {"model_name": settings.model_name, "version": version},
+                f"{MODEL_ARTIFACT_PATH}/{REGISTRATION_FILE}",
+            )
             client.set_tag(run_id, "model_version", version)
         except Exception:
             client.set_terminated(run_id, "FAILED")

@@ -35,6 +35,13 @@ class NotFound(VroomError):
     grpc_status = "NOT_FOUND"
 
 
+class PermissionDenied(VroomError):
+    """We are not allowed to do this (e.g. RBAC forbids patching a Kubernetes resource)."""
+
+    http_status = 403
+    grpc_status = "PERMISSION_DENIED"
+
+
 class Conflict(VroomError):
     """The request clashes with current state (a pipeline already running, a stale write)."""
 

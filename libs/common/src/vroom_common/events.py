@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
 import redis
+import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 #: Version of the payload schemas below; bump on an incompatible change.
@@ -127,4 +128,11 @@ def publish(client: redis.Redis, event: Event, maxlen: int = 10_000) -> str:
     """Append an event to its stream (capped at about ``maxlen``); returns the entry id."""
     fields: dict[Any, Any] = dict(encode(event))
     entry_id = client.xadd(STREAM_OF[event.type], fields, maxlen=maxlen, approximate=True)
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def publish_async(client: aioredis.Redis, event: Event, maxlen: int = 10_000) -> str:
+    """:func:`publish` for asyncio code."""
+    fields: dict[Any, Any] = dict(encode(event))
+    entry_id = await client.xadd(STREAM_OF[event.type], fields, maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

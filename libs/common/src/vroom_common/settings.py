@@ -8,13 +8,15 @@ fields, so each fact still has one definition.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Placeholder for "derive this path from state_dir".
 _UNSET: Final = Path()
@@ -27,6 +29,38 @@ def _default_feast_repo() -> Path:
     """The repository's ``feature_repo/`` when running from a checkout (set it in images)."""
     # libs/common/src/vroom_common/settings.py -> the repository root is four levels up.
     return Path(__file__).resolve().parents[4] / "feature_repo"
+
+
+#: Where Kubernetes mounts the namespace of a pod's service account.
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _default_kube_namespace() -> str:
+    """The pod's own namespace inside a cluster, else ``default``."""
+    try:
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _parse_uri_map(value: Any) -> Any:
+    """``{"from": "to"}``, ``["from=to", ...]``, or a string of either (JSON or ``a=b,c=d``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        value = json.loads(text) if text[0] in "[{" else text.split(",")
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, list | tuple):
+        pairs: dict[str, str] = {}
+        for item in value:
+            source, sep, target = str(item).partition("=")
+            if not sep or not source.strip():
+                raise ValueError(f"storage_uri_map entry {item!r} is not of the form 'from=to'")
+            pairs[source.strip()] = target.strip()
+        return pairs
+    return value
 
 
 def _env(name: str) -> AliasChoices:
@@ -56,6 +90,9 @@ class Settings(BaseSettings):
     # --- service URLs (derived from the ports unless set) --------------------------------
     redis_url: str = Field(default="", validation_alias=_env("REDIS_URL"))
     mlflow_uri: str = Field(default="", validation_alias=_env("MLFLOW_URI"))
+    predictor_url: str = Field(
+        default="", description="REST base URL of the predictor (default: host + HTTP port)."
+    )
 
     # --- model registry ------------------------------------------------------------------
     model_name: str = Field(default=DEFAULT_MODEL_NAME, validation_alias=_env("MODEL_NAME"))
@@ -83,9 +120,35 @@ class Settings(BaseSettings):
 
     # --- rollout ---------------------------------------------------------------------------
     rollout_backend: Literal["none", "local", "kubernetes"] = "local"
+    kube_namespace: str = Field(
+        default_factory=_default_kube_namespace,
+        description="Namespace of the InferenceService (default: the pod's own, else default).",
+    )
+    inference_service_name: str = Field(
+        default=DEFAULT_MODEL_NAME, description="The KServe InferenceService the rollout patches."
+    )
+    storage_uri_map: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description=(
+            "Prefix mapping from MLflow artifact URIs to URIs KServe can read, e.g. "
+            '{"mlflow-artifacts:/": "s3://bucket/mlartifacts/"} or ["from=to", ...] '
+            "(JSON, or comma-separated from=to pairs, in VROOM_STORAGE_URI_MAP)."
+        ),
+    )
+    rollout_wait_ready: bool = Field(
+        default=False, description="Wait until the InferenceService is Ready after a patch."
+    )
+    rollout_timeout_s: float = Field(
+        default=300.0, gt=0, description="Bound on a rollout (predictor reload or Ready wait)."
+    )
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    @field_validator("storage_uri_map", mode="before")
+    @classmethod
+    def _storage_uri_map(cls, value: Any) -> Any:
+        return _parse_uri_map(value)
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -94,6 +157,8 @@ class Settings(BaseSettings):
             self.redis_url = f"redis://{self.host}:{self.redis_port}/0"
         if not self.mlflow_uri:
             self.mlflow_uri = f"http://{self.host}:{self.mlflow_port}"
+        if not self.predictor_url:
+            self.predictor_url = f"http://{self.host}:{self.predictor_http_port}"
         if self.db_path == _UNSET:
             self.db_path = self.state_dir / "vroom.db"
         if not self.database_url:
@@ -120,6 +185,7 @@ class Settings(BaseSettings):
             exclude={
                 "redis_url",
                 "mlflow_uri",
+                "predictor_url",
                 "db_path",
                 "database_url",
                 "offline_store_path",

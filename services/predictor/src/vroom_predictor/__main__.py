@@ -1,0 +1,94 @@
+"""``python -m vroom_predictor``: the KServe model server for the reservation model.
+
+On a cluster KServe's storage initializer puts the model at ``/mnt/models`` and the
+server runs with ``--model_dir /mnt/models`` (a promotion rolls new pods). Locally it
+resolves ``models:/<name>@champion`` through MLflow and hot-reloads on promotion.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kserve import ModelServer
+from kserve.model_server import parser as kserve_parser
+
+from vroom_common.logs import configure_logging
+from vroom_common.registry import ALIAS_CHAMPION
+from vroom_common.settings import Settings, get_settings
+from vroom_predictor.loading import DirectorySource, ModelSource, RegistrySource
+from vroom_predictor.model import ReservationModel
+from vroom_predictor.server import (
+    ReloadingRepository,
+    VersionedDataPlane,
+    model_loaded_publisher,
+    watch_promotions,
+)
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    """KServe's model-server flags plus ours; defaults come from the settings."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vroom_predictor", parents=[kserve_parser], conflict_handler="resolve"
+    )
+    parser.add_argument(
+        "--model_dir",
+        type=Path,
+        default=None,
+        help="Serve the model in this directory (on a cluster: /mnt/models). "
+        "Default: the MLflow registry's champion, hot-reloaded on promotion.",
+    )
+    parser.add_argument("--mlflow_uri", default=settings.mlflow_uri, help="MLflow tracking URI.")
+    parser.add_argument("--alias", default=ALIAS_CHAMPION, help="Registry alias to serve.")
+    parser.add_argument(
+        "--redis_url",
+        default=settings.redis_url,
+        help="Events: model-promoted triggers a reload, model-loaded is published. "
+        "Empty to disable.",
+    )
+    parser.set_defaults(
+        model_name=settings.model_name,
+        http_port=settings.predictor_http_port,
+        grpc_port=settings.predictor_grpc_port,
+        workers=1,  # the loaded model and its reloads live in one process
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    args = build_parser(settings).parse_args(argv)
+    configure_logging(settings.log_format, settings.log_level)
+
+    source: ModelSource
+    if args.model_dir is not None:
+        source = DirectorySource(args.model_dir)
+    else:
+        cache = settings.state_dir / "predictor" / "models"
+        source = RegistrySource(args.mlflow_uri, args.model_name, args.alias, cache)
+    on_swap = (
+        model_loaded_publisher(args.redis_url, args.model_name, settings.stream_maxlen)
+        if args.redis_url
+        else None
+    )
+    model = ReservationModel(args.model_name, source, on_swap)
+    model.load_initial()
+
+    repository = ReloadingRepository(model)
+    server = ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=1,
+        enable_grpc=args.enable_grpc,
+        registered_models=repository,
+    )
+    server.dataplane = VersionedDataPlane(model, repository)
+    if args.redis_url and args.model_dir is None:
+        server.servers.append(watch_promotions(model, args.redis_url))
+    # The model is registered through the repository: start() with no list, so a
+    # server without a champion yet comes up (not ready) instead of refusing to start.
+    server.start([])
+
+
+if __name__ == "__main__":
+    main()

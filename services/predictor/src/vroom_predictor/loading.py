@@ -1,0 +1,168 @@
+"""Fetch a model version, build its ONNX Runtime session, and check it.
+
+Two sources: a directory (what KServe's storage initializer mounts at
+``/mnt/models`` on a cluster) and the MLflow registry (``models:/<name>@champion``,
+locally). Either way the result is a :class:`LoadedModel`, immutable, which the
+model server swaps in atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+import yaml
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vroom_features.contract import (
+    INPUT_NAME,
+    N_FEATURES,
+    ONNX_FILE,
+    OUTPUT_NAME,
+    REGISTRATION_FILE,
+)
+
+#: Features of a typical listing, used to check a freshly loaded model before swap-in
+#: (technology, num_images, street_parked, description, price_diff).
+PROBE_ROW = np.array([[1, 4, 0, 120, 5.0]], dtype=np.float32)
+
+
+class ModelLoadError(Exception):
+    """A model version could not be fetched, opened or checked; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checked, ready-to-serve model version."""
+
+    version: str
+    run_id: str | None
+    source: str
+    session: ort.InferenceSession
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Predicted reservations, shape ``[N]``, for float32 features of shape ``[N, 5]``."""
+        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def open_session(onnx_path: Path) -> ort.InferenceSession:
+    """An ONNX Runtime session tuned for small requests: one thread, no spinning."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(
+        str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def load_dir(path: Path, version: str | None = None, run_id: str | None = None) -> LoadedModel:
+    """Open and check the model in ``path`` (an MLflow model directory with ``model.onnx``).
+
+    The version comes from ``version`` when given, else from the directory's
+    registration file; the run id from ``run_id`` or the ``MLmodel`` file.
+    """
+    onnx_path = path / ONNX_FILE
+    if not onnx_path.is_file():
+        raise ModelLoadError(f"{path} has no {ONNX_FILE}")
+    if version is None:
+        registration = path / REGISTRATION_FILE
+        if registration.is_file():
+            version = str(json.loads(registration.read_text())["version"])
+    if run_id is None and (path / "MLmodel").is_file():
+        run_id = yaml.safe_load((path / "MLmodel").read_text()).get("run_id")
+    try:
+        session = open_session(onnx_path)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelLoadError(f"{onnx_path} is not a loadable ONNX model: {exc}") from exc
+    loaded = LoadedModel(version or "unknown", run_id, str(path), session)
+    check(loaded)
+    return loaded
+
+
+def check(loaded: LoadedModel) -> None:
+    """The model takes the contract's tensor and gives a sane prediction for a known row."""
+    inputs = loaded.session.get_inputs()
+    if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].shape[-1] != N_FEATURES:
+        found = [(i.name, i.shape) for i in inputs]
+        raise ModelLoadError(f"model input {found} does not match [{INPUT_NAME!r}, [N, 5]]")
+    try:
+        prediction = loaded.predict(PROBE_ROW)
+    except Exception as exc:
+        raise ModelLoadError(f"probe prediction failed: {exc}") from exc
+    if prediction.shape != (1,) or not np.isfinite(prediction).all() or prediction[0] < 0:
+        raise ModelLoadError(f"probe prediction is not a count: {prediction!r}")
+
+
+class ModelSource(Protocol):
+    """Where model versions come from."""
+
+    def describe(self) -> str: ...
+
+    def fetch(self, current: str | None) -> LoadedModel | None:
+        """The source's model, or ``None`` when it is version ``current`` already."""
+        ...
+
+
+@dataclass(frozen=True)
+class DirectorySource:
+    """A fixed directory: the cluster case, where a new version means a new pod."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def fetch(self, current: str | None) -> LoadedModel | None:
+        loaded = load_dir(self.path)
+        return None if loaded.version == current else loaded
+
+
+@dataclass(frozen=True)
+class RegistrySource:
+    """The MLflow registry alias (``champion``): the local case, reloaded on promotion."""
+
+    tracking_uri: str
+    model_name: str
+    alias: str
+    cache_dir: Path
+
+    def describe(self) -> str:
+        return f"models:/{self.model_name}@{self.alias} ({self.tracking_uri})"
+
+    def fetch(self, current: str | None) -> LoadedModel | None:
+        client = MlflowClient(self.tracking_uri)
+        try:
+            version = client.get_model_version_by_alias(self.model_name, self.alias)
+        except MlflowException as exc:
+            raise ModelLoadError(
+                f"cannot resolve models:/{self.model_name}@{self.alias}: {exc.message}"
+            ) from exc
+        if str(version.version) == current:
+            return None
+        target = self.cache_dir / str(version.version)
+        if not (target / ONNX_FILE).is_file():
+            staging = self.cache_dir / f".{version.version}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            uri = client.get_model_version_download_uri(self.model_name, str(version.version))
+            try:
+                fetched = Path(
+                    download_artifacts(
+                        artifact_uri=uri, dst_path=str(staging), tracking_uri=self.tracking_uri
+                    )
+                )
+            except (MlflowException, OSError) as exc:
+                raise ModelLoadError(f"cannot download {uri}: {exc}") from exc
+            shutil.rmtree(target, ignore_errors=True)
+            fetched.replace(target)  # a half-downloaded version is never used
+            shutil.rmtree(staging, ignore_errors=True)
+        return load_dir(target, version=str(version.version), run_id=version.run_id)

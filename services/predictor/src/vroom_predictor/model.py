@@ -1,0 +1,203 @@
+"""The ``kserve.Model``: tensor checks, inference, and reload without downtime.
+
+Requests read the current :class:`LoadedModel` once and use it to the end, so a swap
+never affects a request in flight. A reload fetches and checks the new version off
+the event loop, then replaces the reference in one assignment. Concurrent reload
+requests coalesce: all callers that asked while a load was queued share its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput, ModelNotReady
+
+from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES, OUTPUT_NAME
+from vroom_predictor.loading import LoadedModel, ModelLoadError, ModelSource
+
+log = structlog.get_logger(__name__)
+
+#: Largest batch one request may carry (the gateway sends at most 1,000 rows).
+MAX_ROWS = 10_000
+#: Batches at least this large run in a worker thread instead of on the event loop.
+THREAD_ROWS = 256
+
+OnSwap = Callable[[LoadedModel], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    status: Literal["reloaded", "unchanged"]
+    previous_version: str | None
+    current_version: str | None
+    seconds: float
+
+
+class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hints
+    """Serves ``predicted_reservations`` for ``features`` ``[N, 5]`` (FP32)."""
+
+    def __init__(self, name: str, source: ModelSource, on_swap: OnSwap | None = None) -> None:
+        super().__init__(name)
+        self.source = source
+        self._on_swap = on_swap
+        self._current: LoadedModel | None = None
+        self._lock = asyncio.Lock()
+        self._requested = 0  # reload requests made
+        self._served = 0  # reload requests covered by a finished load
+        self._last: ReloadResult | None = None
+        self.last_error: str | None = None
+        #: The promotion watcher's task, if one runs; cancelled by :meth:`stop`.
+        self.watcher: asyncio.Task[Any] | None = None
+
+    # --- state -------------------------------------------------------------------------
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def _swap(self, loaded: LoadedModel) -> None:
+        self._current = loaded
+        self.ready = True
+
+    def load(self) -> bool:
+        """KServe's hook, also called on the request path while not ready: never fetches.
+
+        Loading happens in :meth:`load_initial` (start-up) and :meth:`reload`.
+        """
+        return bool(self.ready)
+
+    def stop(self) -> None:
+        """KServe's shutdown hook: stop watching promotions."""
+        super().stop()
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+    def load_initial(self) -> bool:
+        """Try to load at start-up; not finding a model leaves the server up, not ready."""
+        try:
+            loaded = self.source.fetch(None)
+        except ModelLoadError as exc:
+            self.last_error = str(exc)
+            log.warning(
+                "no model loaded at start-up", source=self.source.describe(), error=str(exc)
+            )
+            return False
+        if loaded is not None:
+            self._swap(loaded)
+            log.info("model loaded", version=loaded.version, run_id=loaded.run_id)
+        return bool(self.ready)
+
+    # --- reload --------------------------------------------------------------------------
+
+    async def reload(self) -> ReloadResult:
+        """Load the source's current version in the background and swap it in.
+
+        Raises:
+            ModelLoadError: the new version could not be fetched or failed its check;
+                the previous version keeps serving.
+        """
+        self._requested += 1
+        ticket = self._requested
+        async with self._lock:
+            if self._served >= ticket and self._last is not None:
+                return self._last  # a load that started after our request covered it
+            covers = self._requested
+            started = time.perf_counter()
+            previous = self._current.version if self._current else None
+            try:
+                loaded = await asyncio.to_thread(self.source.fetch, previous)
+            except ModelLoadError as exc:
+                self.last_error = str(exc)
+                log.error("reload failed; previous model keeps serving", error=str(exc))
+                raise
+            if loaded is None:
+                result = ReloadResult(
+                    "unchanged", previous, previous, time.perf_counter() - started
+                )
+            else:
+                self._swap(loaded)
+                self.last_error = None
+                result = ReloadResult(
+                    "reloaded", previous, loaded.version, time.perf_counter() - started
+                )
+                log.info("model swapped", previous=previous, version=loaded.version)
+                if self._on_swap is not None:
+                    await self._on_swap(loaded)
+            self._served = covers
+            self._last = result
+            return result
+
+    # --- inference -----------------------------------------------------------------------
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": INPUT_NAME, "datatype": INPUT_DATATYPE, "shape": [-1, N_FEATURES]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+
+    async def predict(
+        self,
+        payload: InferRequest,
+        headers: dict[str, str] | None = None,  # noqa: ARG002 - KServe's signature
+        response_headers: dict[str, str] | None = None,  # noqa: ARG002
+    ) -> InferResponse:
+        model = self._current  # read once: a concurrent swap cannot change it under us
+        if model is None:
+            raise ModelNotReady(self.name, self.last_error or "no model has been promoted yet")
+        features = features_from(payload)
+        if len(features) >= THREAD_ROWS:
+            predictions = await asyncio.to_thread(model.predict, features)
+        else:
+            predictions = model.predict(features)
+        output = InferOutput(name=OUTPUT_NAME, shape=[len(predictions)], datatype="FP32")
+        output.set_data_from_numpy(predictions, binary_data=False)
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()),
+            model_name=self.name,
+            model_version=model.version,
+            infer_outputs=[output],
+            parameters={"run_id": model.run_id or ""},
+        )
+
+
+def features_from(payload: InferRequest) -> np.ndarray:
+    """The request's feature tensor, checked against the contract.
+
+    Raises:
+        InvalidInput: wrong tensor name, datatype or shape, data that does not fill
+            the shape, or a NaN/infinite value — the message names the rule broken.
+    """
+    if not isinstance(payload, InferRequest):
+        raise InvalidInput("expected an Open Inference Protocol v2 request")
+    names = [i.name for i in payload.inputs]
+    if names != [INPUT_NAME]:
+        raise InvalidInput(f"expected exactly one input tensor {INPUT_NAME!r}, got {names}")
+    tensor = payload.inputs[0]
+    if tensor.datatype != INPUT_DATATYPE:
+        raise InvalidInput(
+            f"input {INPUT_NAME!r}: datatype must be {INPUT_DATATYPE}, got {tensor.datatype}"
+        )
+    shape = list(tensor.shape)
+    if len(shape) != 2 or shape[1] != N_FEATURES or not 1 <= shape[0] <= MAX_ROWS:
+        raise InvalidInput(
+            f"input {INPUT_NAME!r}: shape must be [N, {N_FEATURES}] with 1 <= N <= {MAX_ROWS}, "
+            f"got {shape}"
+        )
+    try:
+        features = np.ascontiguousarray(tensor.as_numpy(), dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(
+            f"input {INPUT_NAME!r}: data does not fill shape {shape}: {exc}"
+        ) from exc
+    if not np.isfinite(features).all():
+        row = int(np.argwhere(~np.isfinite(features))[0][0])
+        raise InvalidInput(f"input {INPUT_NAME!r}: row {row} has a NaN or infinite value")
+    return features
