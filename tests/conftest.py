@@ -9,15 +9,21 @@ experiment and model names instead of cleaning it.
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import redis
 
+from tests.realdata import REAL_DATA_DIR
 from vroom_cli.stack import StackStatus, down, up
+from vroom_common import events
 from vroom_common.errors import VroomError
+from vroom_common.events import PipelineCompleted, Stream
 from vroom_common.settings import Settings
+from vroom_pipelines.pipeline import PipelineSummary, run_pipeline
 
 #: The services the session stack runs.
 STACK_SERVICES = ("redis", "mlflow")
@@ -78,9 +84,53 @@ def stack_settings(
 
 
 @pytest.fixture
+def isolated_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
+    """The shared servers, with this test's own state dir, model name and experiment.
+
+    Tests share one Redis and one MLflow; a unique registered model name keeps their
+    champions apart, and ``flushdb`` (``redis_client``) keeps their streams apart.
+    """
+    name = f"vroom-test-{uuid.uuid4().hex[:8]}"
+    return stack_settings.with_overrides(
+        state_dir=tmp_path / "state", model_name=name, mlflow_experiment=name
+    )
+
+
+@pytest.fixture
 def redis_client(stack_settings: Settings) -> Iterator[redis.Redis]:
     """A client of the session's Redis, on an empty database (bytes responses)."""
     client = redis.Redis.from_url(stack_settings.redis_url)
     client.flushdb()
     yield client
     client.close()
+
+
+class Champion(NamedTuple):
+    """A pipeline run and the ``pipeline-completed`` events it published."""
+
+    settings: Settings
+    summary: PipelineSummary
+    completed: list[PipelineCompleted]
+    real_data: bool
+
+
+@pytest.fixture(scope="session")
+def champion(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    """One full pipeline run shared by the session: the real data when present, else a
+    synthetic fleet. Its registered model (``vroom-test-champion``) has a champion."""
+    settings = stack_settings.with_overrides(
+        state_dir=tmp_path_factory.mktemp("champion") / "state",
+        model_name="vroom-test-champion",
+        mlflow_experiment="vroom-test-champion",
+    )
+    real_data = (REAL_DATA_DIR / "vehicles.csv").is_file()
+    client = redis.Redis.from_url(settings.redis_url)
+    before = client.xrange(Stream.PIPELINES)
+    summary = run_pipeline(settings, data_dir=REAL_DATA_DIR if real_data else None)
+    emitted = [
+        event
+        for _id, fields in client.xrange(Stream.PIPELINES)[len(before) :]
+        if isinstance(event := events.decode(fields), PipelineCompleted)
+    ]
+    client.close()
+    return Champion(settings, summary, emitted, real_data)

@@ -14,6 +14,7 @@ import typer
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from tests.conftest import Champion
 from tests.realdata import REAL_DATA_DIR, needs_real_data
 from vroom_common import events
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, PipelineCompleted, Stream
@@ -26,7 +27,7 @@ from vroom_features.definitions import FEATURE_VIEW_NAME
 from vroom_features.store import open_store
 from vroom_pipelines.cli import register as register_pipeline_commands
 from vroom_pipelines.materialize import materialize
-from vroom_pipelines.pipeline import PipelineSummary, run_pipeline
+from vroom_pipelines.pipeline import PipelineSummary
 from vroom_pipelines.seed import seed_synthetic
 from vroom_pipelines.train import TrainConfig, train
 
@@ -50,22 +51,12 @@ def completed(client: redis.Redis) -> list[PipelineCompleted]:
     return [e for e in parsed if isinstance(e, PipelineCompleted)]
 
 
-@pytest.fixture(scope="module")
-def real_run(
-    stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Settings, PipelineSummary, list[PipelineCompleted]]:
-    """One full pipeline run on the real data, shared by the assertions below."""
-    if not (REAL_DATA_DIR / "vehicles.csv").is_file():
+@pytest.fixture
+def real_run(champion: Champion) -> tuple[Settings, PipelineSummary, list[PipelineCompleted]]:
+    """The session's pipeline run, on the real data."""
+    if not champion.real_data:
         pytest.skip(f"real data set not found at {REAL_DATA_DIR}")
-    settings = stack_settings.with_overrides(
-        state_dir=tmp_path_factory.mktemp("real") / "state",
-        model_name="vroom-test-real",
-        mlflow_experiment="vroom-test-real",
-    )
-    client = redis.Redis.from_url(settings.redis_url)
-    before = len(completed(client))
-    summary = run_pipeline(settings, data_dir=REAL_DATA_DIR)
-    return settings, summary, completed(client)[before:]
+    return champion.settings, champion.summary, champion.completed
 
 
 @needs_real_data

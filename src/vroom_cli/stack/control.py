@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from vroom_cli.stack.errors import PortInUse, ServiceFailedToStart
-from vroom_cli.stack.services import SERVICES, ServiceSpec, env_var_for, log_dir, select
+from vroom_cli.stack.services import SERVICES, ServiceSpec, log_dir, select
 from vroom_cli.stack.supervisor import ProcessInfo, Supervisor, log_size, pid_alive, tail
 from vroom_common.errors import VroomError
 from vroom_common.settings import Settings
@@ -111,7 +111,7 @@ def _check_ports(settings: Settings, specs: Iterable[ServiceSpec]) -> None:
     for spec in specs:
         for field_name, port in zip(spec.port_fields, spec.ports(settings), strict=True):
             if port_in_use(settings.host, port):
-                raise PortInUse(spec.name, port, env_var_for(field_name))
+                raise PortInUse(spec.name, port, Settings.env_name(field_name))
 
 
 def _programs(

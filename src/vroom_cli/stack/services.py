@@ -18,7 +18,6 @@ from typing import Final
 
 import httpx
 import redis
-from pydantic import AliasChoices
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput
 from vroom_common.settings import Settings
@@ -73,16 +72,6 @@ class ServiceSpec:
 
 def log_dir(settings: Settings) -> Path:
     return settings.state_dir / "logs"
-
-
-def env_var_for(field_name: str) -> str:
-    """The environment variable that sets a ``Settings`` field (first alias wins)."""
-    alias = Settings.model_fields[field_name].validation_alias
-    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
-        return alias.choices[0]
-    if isinstance(alias, str):
-        return alias
-    return f"VROOM_{field_name.upper()}"
 
 
 def is_loopback(host: str) -> bool:
@@ -213,6 +202,28 @@ def _mlflow_health(settings: Settings) -> None:
     response.raise_for_status()
 
 
+# --- predictor --------------------------------------------------------------------------
+
+
+def _predictor_command(_settings: Settings) -> list[str]:
+    # Ports, MLflow and Redis come from the settings passed in the environment.
+    return [sys.executable, "-m", "vroom_predictor"]
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    """The stack's settings for a service of ours, so it finds the same servers."""
+    return {**settings.as_env(), "PYTHONUNBUFFERED": "1"}
+
+
+def _predictor_url(settings: Settings) -> str:
+    return f"http://{_http_host(settings)}:{settings.predictor_http_port}"
+
+
+def _predictor_health(settings: Settings) -> None:
+    # Liveness, not readiness: without a champion yet the server is up but not ready.
+    httpx.get(f"{_predictor_url(settings)}/v2/health/live", timeout=2.0).raise_for_status()
+
+
 # --- the registry -----------------------------------------------------------------------
 
 REDIS: Final = ServiceSpec(
@@ -238,10 +249,21 @@ MLFLOW: Final = ServiceSpec(
     stop_timeout=20.0,
 )
 
+PREDICTOR: Final = ServiceSpec(
+    name="predictor",
+    order=30,
+    command=_predictor_command,
+    port_fields=("predictor_http_port", "predictor_grpc_port"),
+    health=_predictor_health,
+    url=_predictor_url,
+    env=_settings_env,
+    startup_timeout=120.0,
+)
+
 #: Every local service, in start order. Later issues append the gateway, feature
-#: service, predictor and materializer here.
+#: service and materializer here.
 SERVICES: Final[tuple[ServiceSpec, ...]] = tuple(
-    sorted((REDIS, MLFLOW), key=lambda spec: spec.order)
+    sorted((REDIS, MLFLOW, PREDICTOR), key=lambda spec: spec.order)
 )
 
 

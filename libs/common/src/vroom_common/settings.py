@@ -179,6 +179,23 @@ class Settings(BaseSettings):
         path = urlsplit(self.redis_url).path.strip("/")
         return int(path) if path else 0
 
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        """The environment variable that sets ``field_name`` (its first alias wins)."""
+        alias = cls.model_fields[field_name].validation_alias
+        if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            return alias.choices[0]
+        if isinstance(alias, str):
+            return alias
+        return f"VROOM_{field_name.upper()}"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as environment variables: a child process sees the same ones."""
+        return {
+            self.env_name(name): value if isinstance(value, str) else json.dumps(value)
+            for name, value in self.model_dump(mode="json").items()
+        }
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed and derived fields re-derived."""
         data = self.model_dump(

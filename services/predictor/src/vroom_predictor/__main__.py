@@ -20,6 +20,7 @@ from vroom_predictor.loading import DirectorySource, ModelSource, RegistrySource
 from vroom_predictor.model import ReservationModel
 from vroom_predictor.server import (
     ReloadingRepository,
+    RepositoryExtension,
     VersionedDataPlane,
     model_loaded_publisher,
     watch_promotions,
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         registered_models=repository,
     )
     server.dataplane = VersionedDataPlane(model, repository)
+    server.model_repository_extension = RepositoryExtension(repository)
     if args.redis_url and args.model_dir is None:
         server.servers.append(watch_promotions(model, args.redis_url))
     # The model is registered through the repository: start() with no list, so a

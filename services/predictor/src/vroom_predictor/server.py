@@ -18,6 +18,7 @@ import structlog
 from kserve.errors import ModelNotFound
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
@@ -41,11 +42,22 @@ class ReloadingRepository(ModelRepository):  # type: ignore[misc]
         self.model = model
         self.update(model)
 
-    async def load(self, name: str) -> bool:
-        if name != self.model.name:
-            raise ModelNotFound(name)
+    async def load(self, name: str) -> bool:  # noqa: ARG002 - one model; the extension checks the name
         await self.model.reload()  # a failure propagates: KServe reports it, old model serves
         return True
+
+
+class RepositoryExtension(ModelRepositoryExtension):  # type: ignore[misc]
+    """KServe's repository extension, with 404 (not 503) for a model we do not serve."""
+
+    def __init__(self, repository: ReloadingRepository) -> None:
+        super().__init__(model_registry=repository)
+        self._repository = repository
+
+    async def load(self, model_name: str) -> None:
+        if self._repository.get_model(model_name) is None:
+            raise ModelNotFound(model_name)
+        await super().load(model_name)
 
 
 class VersionedDataPlane(DataPlane):  # type: ignore[misc]
