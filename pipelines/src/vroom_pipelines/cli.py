@@ -1,4 +1,5 @@
-"""The pipeline commands of the ``vroom`` CLI: seed, materialize, train, promote, pipeline.
+"""The pipeline commands of the ``vroom`` CLI: seed, materialize, train, promote, rollout,
+pipeline.
 
 Each command shows progress on long steps, ends with a one-screen summary, and on
 failure prints one clear message and exits non-zero (no traceback for errors we
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from vroom_pipelines.promote import PromotionResult
     from vroom_pipelines.seed import SeedSummary
     from vroom_pipelines.train import TrainResult
+    from vroom_rollout import PromotionHook, RolloutResult
 
 # The pipeline modules pull in pandas, scikit-learn, MLflow and Feast (seconds of
 # imports). Commands import them when they run, so `vroom --help` and the local-stack
@@ -123,6 +125,30 @@ def _promote_rows(p: PromotionResult) -> list[tuple[str, object]]:
     ]
 
 
+def _rollout_rows(result: RolloutResult) -> list[tuple[str, object]]:
+    version = f"v{result.version}" if result.version else "the champion"
+    return [("rollout", f"{result.backend}: {result.status} ({version}): {result.detail}")]
+
+
+def _hook_rows(hook: PromotionHook) -> list[tuple[str, object]]:
+    if hook.error is not None:
+        return [("rollout", f"{hook.rollout.backend}: FAILED (see below)")]
+    return _rollout_rows(hook.result) if hook.result else []
+
+
+def exit_on_rollout_error(hook: PromotionHook, champion_version: str | None) -> None:
+    """After a promotion whose rollout failed: say so, keep the promotion, exit 1."""
+    if hook.error is None:
+        return
+    err_console.print(
+        Text(f"error: rollout failed: {hook.error.message}", style="bold red"), soft_wrap=True
+    )
+    err_console.print(
+        f"The promotion stands (v{champion_version} is champion); retry with `vroom rollout`."
+    )
+    raise typer.Exit(1)
+
+
 def settings_for(state_dir: Path | None) -> Settings:
     """The settings, with the state directory of ``--state-dir`` when given."""
     settings = get_settings()
@@ -184,11 +210,24 @@ def train_cmd(state_dir: StateDir = None) -> None:
 def promote_cmd(state_dir: StateDir = None) -> None:
     """Make the candidate champion if its cv_mae_mean beats the champion's."""
     from vroom_pipelines.promote import promote
+    from vroom_rollout import as_promotion_hook, make_rollout
+
+    settings = settings_for(state_dir)
+    hook = as_promotion_hook(make_rollout(settings))
+    with exit_on_error():
+        result = promote(settings, rollout=hook)
+    console.print(_table("Promotion", _promote_rows(result) + _hook_rows(hook)))
+    exit_on_rollout_error(hook, result.champion_version)
+
+
+def rollout_cmd(state_dir: StateDir = None) -> None:
+    """Roll the current champion out with the configured backend (VROOM_ROLLOUT_BACKEND)."""
+    from vroom_rollout import make_rollout
 
     settings = settings_for(state_dir)
     with exit_on_error():
-        result = promote(settings)
-    console.print(_table("Promotion", _promote_rows(result)))
+        result = make_rollout(settings).rollout()
+    console.print(_table("Rollout", _rollout_rows(result)))
 
 
 def pipeline(
@@ -200,8 +239,10 @@ def pipeline(
 ) -> None:
     """Seed (if needed), materialize, train and promote: the whole training pipeline."""
     from vroom_pipelines.pipeline import run_pipeline
+    from vroom_rollout import as_promotion_hook, make_rollout
 
     settings = settings_for(state_dir)
+    hook = as_promotion_hook(make_rollout(settings))
     with exit_on_error():
         summary = run_pipeline(
             settings,
@@ -209,18 +250,21 @@ def pipeline(
             synthetic=synthetic,
             random_seed=random_seed,
             dag_run_id=dag_run_id,
+            rollout=hook,
             progress=Progress.for_terminal(),
         )
-    print_pipeline_summary(summary)
+    print_pipeline_summary(summary, hook)
+    exit_on_rollout_error(hook, summary.promote.champion_version)
 
 
-def print_pipeline_summary(summary: PipelineSummary) -> None:
+def print_pipeline_summary(summary: PipelineSummary, hook: PromotionHook | None = None) -> None:
     rows: list[tuple[str, object]] = [("dag run id", summary.dag_run_id)]
     if summary.seed:
         rows += [(f"seed: {k}", v) for k, v in _seed_rows(summary.seed)[:4]]
     rows += [(f"materialize: {k}", v) for k, v in _materialize_rows(summary.materialize)[:4]]
     rows += [(f"train: {k}", v) for k, v in _train_rows(summary.train)[:3]]
     rows += [(f"promote: {k}", v) for k, v in _promote_rows(summary.promote)[:4]]
+    rows += _hook_rows(hook) if hook else []
     console.print(_table("Pipeline vroom_forecast_pipeline: success", rows))
 
 
@@ -253,6 +297,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "materialize": materialize_cmd,
     "train": train_cmd,
     "promote": promote_cmd,
+    "rollout": rollout_cmd,
     "pipeline": pipeline,
     "evaluate": evaluate_cmd,
 }

@@ -21,6 +21,8 @@ class RolloutResult:
     version: str | None
     """The version now serving (``None`` when the backend cannot tell)."""
     detail: str
+    previous_version: str | None = None
+    """The version served before (``None`` when none, or the backend cannot tell)."""
 
 
 class Rollout(Protocol):

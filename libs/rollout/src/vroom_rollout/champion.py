@@ -46,10 +46,10 @@ class ChampionRef:
 
 
 def _normalise(uri: str) -> str:
-    """``mlflow-artifacts://host:port/1/x`` -> ``mlflow-artifacts:/1/x`` (the host is MLflow's)."""
+    """``mlflow-artifacts://host:port/1/x`` -> ``mlflow-artifacts:/1/x``."""
     parts = urlsplit(uri)
     if parts.scheme == "mlflow-artifacts" and parts.netloc:
-        return f"mlflow-artifacts:{parts.path}"
+        return f"mlflow-artifacts:{parts.path or '/'}"
     return uri
 
 
@@ -60,11 +60,12 @@ def map_storage_uri(uri: str, mapping: Mapping[str, str] | Iterable[tuple[str, s
     URI is one KServe cannot read (an MLflow scheme, an unknown scheme, a relative path).
     """
     pairs = list(mapping.items()) if isinstance(mapping, Mapping) else list(mapping)
-    pairs.sort(key=lambda pair: len(pair[0]), reverse=True)
-    for candidate in dict.fromkeys((uri, _normalise(uri))):
-        for source, target in pairs:
-            if source and candidate.startswith(source):
-                return target + candidate[len(source) :]
+    # The MLflow server's address in an mlflow-artifacts URI says nothing about storage.
+    prefixes = sorted(((_normalise(s), t) for s, t in pairs if s), key=lambda p: -len(p[0]))
+    normalised = _normalise(uri)
+    for source, target in prefixes:
+        if normalised.startswith(source):
+            return target + normalised[len(source) :]
 
     scheme = urlsplit(uri).scheme
     if scheme in KSERVE_SCHEMES or (not scheme and uri.startswith("/")):

@@ -13,6 +13,7 @@ RBAC needed by the service account: ``get`` and ``patch`` on
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -75,7 +76,10 @@ def load_api_client() -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException as in_cluster:
         try:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            # KUBECONFIG as it is now (the client reads it once, at import).
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
         except (config.ConfigException, OSError) as kubeconfig:
             raise DependencyUnavailable(
                 "kubernetes",
@@ -258,6 +262,7 @@ class KubernetesRollout:
             status=status,
             model_name=champion.model_name,
             version=champion.version,
+            previous_version=str(current_version) if current_version else None,
             detail=detail,
         )
 

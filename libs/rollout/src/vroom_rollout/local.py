@@ -1,8 +1,10 @@
 """Local rollout: ask the running predictor to reload its model.
 
-The predictor speaks KServe's model repository extension; ``POST
+The predictor speaks KServe's model repository extension: ``POST
 /v2/repository/models/<name>/load`` makes it resolve the champion again and swap it in
-without dropping requests. The answer may carry the ``version`` it now serves.
+without dropping requests (the old model serves until the new one is ready). The
+version it serves is read from v2 model metadata (``GET /v2/models/<name>``,
+``versions``) before and after, best effort, to tell ``rolled-out`` from ``unchanged``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,20 @@ import structlog
 
 from vroom_common.errors import DependencyUnavailable, NotFound
 from vroom_common.settings import Settings
-from vroom_rollout.base import BackendName, RolloutFailed, RolloutResult, RolloutTimeout
+from vroom_rollout.base import (
+    BackendName,
+    RolloutFailed,
+    RolloutResult,
+    RolloutStatus,
+    RolloutTimeout,
+)
 
 log = structlog.get_logger(__name__)
 
-#: Seconds to wait for the predictor to accept the connection (loading may take longer).
+#: Seconds to wait for the predictor to accept a connection (a reload may take longer).
 CONNECT_TIMEOUT_S = 5.0
+#: Seconds for a metadata read.
+METADATA_TIMEOUT_S = 5.0
 
 
 def load_path(model_name: str) -> str:
@@ -28,12 +38,21 @@ def load_path(model_name: str) -> str:
     return f"/v2/repository/models/{quote(model_name, safe='')}/load"
 
 
+def metadata_path(model_name: str) -> str:
+    """The v2 model metadata path of ``model_name``."""
+    return f"/v2/models/{quote(model_name, safe='')}"
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def _error_text(response: httpx.Response) -> str:
     """The predictor's own message (KServe: ``{"error": ...}``, FastAPI: ``{"detail": ...}``)."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
+    body = _json(response)
     if isinstance(body, dict):
         for key in ("error", "detail", "message"):
             if body.get(key):
@@ -48,10 +67,24 @@ class LocalRollout:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.url = settings.predictor_url.rstrip("/") + load_path(settings.model_name)
+        self.base_url = settings.predictor_url.rstrip("/")
+        self.url = self.base_url + load_path(settings.model_name)
+
+    def served_version(self) -> str | None:
+        """The version the predictor reports serving; ``None`` if it cannot say."""
+        try:
+            response = httpx.get(
+                self.base_url + metadata_path(self.settings.model_name), timeout=METADATA_TIMEOUT_S
+            )
+        except httpx.HTTPError:
+            return None
+        body = _json(response) if response.is_success else None
+        versions = body.get("versions") if isinstance(body, dict) else None
+        return str(versions[-1]) if isinstance(versions, list) and versions else None
 
     def rollout(self) -> RolloutResult:
         name = self.settings.model_name
+        previous = self.served_version()
         timeout = httpx.Timeout(self.settings.rollout_timeout_s, connect=CONNECT_TIMEOUT_S)
         try:
             response = httpx.post(self.url, timeout=timeout)
@@ -65,27 +98,24 @@ class LocalRollout:
                 "predictor", f"POST {self.url}: {exc or type(exc).__name__}"
             ) from exc
         if response.status_code == httpx.codes.NOT_FOUND:
-            raise NotFound(f"the predictor does not serve {name!r}: {_error_text(response)}")
+            raise NotFound(
+                f"the predictor at {self.base_url} does not serve {name!r}: {_error_text(response)}"
+            )
         if not response.is_success:
             raise RolloutFailed(
                 f"the predictor refused to reload {name!r} (HTTP {response.status_code} from "
                 f"POST {self.url}): {_error_text(response)}"
             )
-        version = _version(response)
-        log.info("predictor reloaded", model_name=name, version=version, url=self.url)
+        current = self.served_version()
+        status: RolloutStatus = (
+            "unchanged" if current is not None and current == previous else "rolled-out"
+        )
+        log.info("predictor reloaded", model_name=name, version=current, previous=previous)
         return RolloutResult(
             backend=self.backend,
-            status="rolled-out",
+            status=status,
             model_name=name,
-            version=version,
-            detail=f"predictor at {self.settings.predictor_url} reloaded the champion",
+            version=current,
+            previous_version=previous,
+            detail=f"the predictor at {self.base_url} reloaded the champion",
         )
-
-
-def _version(response: httpx.Response) -> str | None:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return None
-    version = body.get("version") if isinstance(body, dict) else None
-    return str(version) if isinstance(version, str | int) and str(version) else None

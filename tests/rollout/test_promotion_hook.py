@@ -1,0 +1,154 @@
+"""Promotion triggers the rollout: once per promotion, never for a retained candidate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+import typer
+from click.testing import Result
+from typer.testing import CliRunner
+
+from tests.pipelines.test_promote import candidate_with_score
+from tests.rollout.conftest import FakePredictor
+from vroom_common.errors import DependencyUnavailable
+from vroom_common.events import ModelPromoted
+from vroom_common.settings import Settings, get_settings
+from vroom_pipelines.cli import register
+from vroom_pipelines.promote import promote
+from vroom_rollout import BackendName, RolloutResult, as_promotion_hook
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class CountingRollout:
+    """Records each rollout; fails when told to."""
+
+    backend: BackendName = "local"
+    calls: int = 0
+    fail: bool = False
+    results: list[RolloutResult] = field(default_factory=list)
+
+    def rollout(self) -> RolloutResult:
+        self.calls += 1
+        if self.fail:
+            raise DependencyUnavailable("predictor", "POST http://127.0.0.1:1/...: refused")
+        result = RolloutResult(self.backend, "rolled-out", "m", str(self.calls), "ok")
+        self.results.append(result)
+        return result
+
+
+def test_promote_rolls_out_once_per_promotion(
+    isolated_settings: Settings, redis_client: redis.Redis
+) -> None:
+    rollout = CountingRollout()
+    hook = as_promotion_hook(rollout)
+
+    candidate_with_score(isolated_settings, 3.5)
+    assert promote(isolated_settings, rollout=hook).outcome == "promoted"
+    assert rollout.calls == 1
+    assert hook.result == rollout.results[-1]
+
+    candidate_with_score(isolated_settings, 3.6)
+    assert promote(isolated_settings, rollout=hook).outcome == "retained"
+    assert rollout.calls == 1
+
+    assert promote(isolated_settings, rollout=hook).outcome == "retained"
+    assert rollout.calls == 1
+
+    candidate_with_score(isolated_settings, 3.4)
+    assert promote(isolated_settings, rollout=hook).outcome == "promoted"
+    assert rollout.calls == 2
+
+
+def test_a_failed_rollout_keeps_the_promotion(
+    isolated_settings: Settings, redis_client: redis.Redis
+) -> None:
+    rollout = CountingRollout(fail=True)
+    hook = as_promotion_hook(rollout)
+    version = candidate_with_score(isolated_settings, 3.5)
+
+    result = promote(isolated_settings, rollout=hook)
+
+    assert (result.outcome, result.champion_version) == ("promoted", version)
+    assert hook.result is None
+    assert isinstance(hook.error, DependencyUnavailable)
+
+
+def test_raise_errors_propagates_the_rollout_error() -> None:
+    hook = as_promotion_hook(CountingRollout(fail=True), raise_errors=True)
+    event = ModelPromoted(model_name="m", version="1", run_id="r", cv_mae_mean=1.0)
+    with pytest.raises(DependencyUnavailable, match="predictor is unavailable"):
+        hook(event)
+
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
+    """``vroom <args>`` with the environment of ``isolated_settings`` (plus ``env``)."""
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+
+    def invoke(*args: str, **env: str) -> Result:
+        base = {
+            "VROOM_REDIS_URL": isolated_settings.redis_url,
+            "VROOM_MLFLOW_URI": isolated_settings.mlflow_uri,
+            "VROOM_MODEL_NAME": isolated_settings.model_name,
+            "VROOM_MLFLOW_EXPERIMENT": isolated_settings.mlflow_experiment,
+        }
+        for key, value in {**base, **env}.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        return runner.invoke(app, [*args, "--state-dir", str(isolated_settings.state_dir)])
+
+    yield invoke
+    get_settings.cache_clear()
+
+
+def test_cli_promote_reports_a_failed_rollout_after_the_promotion(
+    isolated_settings: Settings, redis_client: redis.Redis, cli: Invoke
+) -> None:
+    version = candidate_with_score(isolated_settings, 3.5)
+
+    result = cli("promote", VROOM_ROLLOUT_BACKEND="local", VROOM_PREDICTOR_URL="http://127.0.0.1:1")
+
+    assert result.exit_code == 1
+    output = result.output
+    assert "promoted" in output
+    assert "local: FAILED" in output
+    assert "rollout failed: predictor is unavailable" in output
+    assert f"The promotion stands (v{version} is champion)" in output
+    assert "vroom rollout" in output
+
+
+def test_cli_promote_and_rollout_with_the_local_predictor(
+    isolated_settings: Settings,
+    redis_client: redis.Redis,
+    cli: Invoke,
+    make_fake_predictor: Callable[..., FakePredictor],
+) -> None:
+    fake = make_fake_predictor(isolated_settings.model_name)
+    candidate_with_score(isolated_settings, 3.5)
+    env = {"VROOM_ROLLOUT_BACKEND": "local", "VROOM_PREDICTOR_URL": fake.url}
+
+    promoted = cli("promote", **env)
+    assert promoted.exit_code == 0, promoted.output
+    assert "local: rolled-out (v4)" in promoted.output
+
+    again = cli("rollout", **env)
+    assert again.exit_code == 0, again.output
+    assert "local: unchanged (v4)" in again.output
+    loads = [r for r in fake.requests if r[0] == "POST"]
+    assert len(loads) == 2
+
+
+def test_cli_rollout_with_backend_none_is_skipped(cli: Invoke) -> None:
+    result = cli("rollout", VROOM_ROLLOUT_BACKEND="none")
+    assert result.exit_code == 0
+    assert "none: skipped" in result.output
