@@ -15,6 +15,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
+from vroom_common.schemas import RAW_ATTRIBUTES
+
 #: The entity's join key in every store and table.
 ENTITY_KEY: Final = "vehicle_id"
 #: The training label: observed reservation count (null for new arrivals).
@@ -90,5 +92,5 @@ def compute_features(raw: pd.DataFrame) -> pd.DataFrame:
 
 def feature_row(raw: Mapping[str, float | int]) -> list[float]:
     """One vehicle's feature vector, in model order (the logic of :func:`compute_features`)."""
-    scalars = {k: float(v) for k, v in raw.items()}
+    scalars = {k: float(raw[k]) for k in RAW_ATTRIBUTES}  # other keys are ignored
     return [float(f.compute(scalars)) for f in FEATURES]

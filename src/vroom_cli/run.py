@@ -1,8 +1,9 @@
 """``vroom run``: the main job. The local stack with a trained champion, in one command.
 
-Starts the stack (detached, idempotent), runs the training pipeline when the registry
-has no champion yet (on ``--data-dir`` when given, else on a synthetic fleet, the
-embedded default), then shows a sample prediction and where everything is.
+Starts the stack (detached, idempotent: Redis, MLflow, the predictor), runs the
+training pipeline when the registry has no champion yet (on ``--data-dir`` when given,
+else on a synthetic fleet, the embedded default) and rolls it out to the predictor,
+then asks the predictor for a sample prediction and shows where everything is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from rich.table import Table
 
 from vroom_cli.stack import up
 from vroom_cli.stack.cli import status_table
-from vroom_common.registry import ALIAS_CHAMPION, champion_uri
+from vroom_common.errors import DependencyUnavailable
+from vroom_common.registry import ALIAS_CHAMPION
 from vroom_common.settings import Settings, get_settings
 from vroom_pipelines.cli import exit_on_error
 
@@ -39,32 +41,38 @@ def champion_version(settings: Settings) -> str | None:
     return str(version.version)
 
 
-def sample_prediction(settings: Settings) -> tuple[dict[str, object], float]:
-    """The champion's prediction for the first vehicle in the database.
+def sample_prediction(settings: Settings) -> tuple[dict[str, object], float, str]:
+    """The predictor's answer (Open Inference Protocol v2, REST) for the first vehicle.
 
-    Runs the served format (ONNX) straight from the registry; the predictor service
-    takes this over when it exists.
+    Returns the vehicle, the predicted reservations and the version that answered.
     """
-    import mlflow
-    import numpy as np
-    import onnxruntime as ort
-    import pandas as pd
+    import httpx
 
     from vroom_db import make_engine, make_session_factory
     from vroom_db.queries import vehicles_with_label
-    from vroom_features import compute_features
-    from vroom_features.contract import INPUT_NAME, ONNX_FILE, OUTPUT_NAME
+    from vroom_features import feature_row
+    from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES
 
     engine = make_engine(settings.database_url)
     with make_session_factory(engine)() as session:
         vehicle = vehicles_with_label(session)[0]
     engine.dispose()
-    mlflow.set_tracking_uri(settings.mlflow_uri)
-    local = Path(mlflow.artifacts.download_artifacts(champion_uri(settings.model_name)))
-    session_ = ort.InferenceSession(str(local / ONNX_FILE), providers=["CPUExecutionProvider"])
-    features = compute_features(pd.DataFrame([vehicle])).to_numpy(dtype=np.float32)
-    predicted = float(session_.run([OUTPUT_NAME], {INPUT_NAME: features})[0].ravel()[0])
-    return vehicle, predicted
+    body = {
+        "inputs": [
+            {
+                "name": INPUT_NAME,
+                "datatype": INPUT_DATATYPE,
+                "shape": [1, N_FEATURES],
+                "data": feature_row(vehicle),
+            }
+        ]
+    }
+    url = f"{settings.predictor_url}/v2/models/{settings.model_name}/infer"
+    response = httpx.post(url, json=body, timeout=10)
+    if response.status_code != 200:
+        raise DependencyUnavailable("predictor", f"{url}: {response.status_code} {response.text}")
+    answer = response.json()
+    return vehicle, float(answer["outputs"][0]["data"][0]), str(answer["model_version"])
 
 
 def run_command(
@@ -82,9 +90,10 @@ def run_command(
     ] = False,
 ) -> None:
     """Start the local stack, train a champion if there is none, show a sample prediction."""
-    from vroom_pipelines.cli import print_pipeline_summary
+    from vroom_pipelines.cli import exit_on_rollout_error, print_pipeline_summary
     from vroom_pipelines.pipeline import run_pipeline
     from vroom_pipelines.progress import Progress
+    from vroom_rollout import as_promotion_hook, make_rollout
 
     settings = get_settings()
     with exit_on_error():
@@ -97,10 +106,13 @@ def run_command(
                 if version is None
                 else "retraining as asked"
             )
-            summary = run_pipeline(settings, data_dir=data_dir, progress=Progress.for_terminal())
-            print_pipeline_summary(summary)
-            version = summary.promote.champion_version
-        vehicle, predicted = sample_prediction(settings)
+            hook = as_promotion_hook(make_rollout(settings))
+            summary = run_pipeline(
+                settings, data_dir=data_dir, rollout=hook, progress=Progress.for_terminal()
+            )
+            print_pipeline_summary(summary, hook)
+            exit_on_rollout_error(hook, summary.promote.champion_version)
+        vehicle, predicted, served_version = sample_prediction(settings)
 
     table = Table(title="vroom-forecast is up", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -109,7 +121,10 @@ def run_command(
     table.add_row(
         "sample prediction",
         f"vehicle {vehicle['vehicle_id']}: {predicted:.2f} reservations "
-        f"(observed: {vehicle['num_reservations']})",
+        f"(observed: {vehicle['num_reservations']}; served by v{served_version})",
+    )
+    table.add_row(
+        "predictor (OIP v2)", f"{settings.predictor_url} · gRPC :{settings.predictor_grpc_port}"
     )
     table.add_row("MLflow UI", settings.mlflow_uri)
     table.add_row("Redis", settings.redis_url)

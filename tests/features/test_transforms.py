@@ -50,7 +50,7 @@ def test_price_diff_is_actual_minus_recommended_rounded_to_cents() -> None:
 
 def test_single_row_path_equals_the_frame_path() -> None:
     frame = compute_features(RAW).to_numpy(dtype=float)
-    rows = np.array([feature_row(r) for r in RAW.to_dict("records")])
+    rows = np.array([feature_row({**r, "source": "csv"}) for r in RAW.to_dict("records")])
     np.testing.assert_array_equal(rows, frame)
 
 

@@ -16,7 +16,3 @@ MODEL_ARTIFACT_PATH: Final = "model"
 TAG_PROMOTION: Final = "promotion"
 TAG_PROMOTION_REASON: Final = "promotion_reason"
 
-
-def champion_uri(model_name: str) -> str:
-    """``models:/<name>@champion``: what a local predictor resolves through MLflow."""
-    return f"models:/{model_name}@{ALIAS_CHAMPION}"
