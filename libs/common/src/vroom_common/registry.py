@@ -15,4 +15,3 @@ MODEL_ARTIFACT_PATH: Final = "model"
 #: Version tag recording the promotion decision and its reason.
 TAG_PROMOTION: Final = "promotion"
 TAG_PROMOTION_REASON: Final = "promotion_reason"
-
