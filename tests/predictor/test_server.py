@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from kserve import InferenceGRPCClient, InferInput, InferRequest, InferResponse
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from tests.conftest import Champion
 from tests.predictor.conftest import Served
@@ -140,3 +142,16 @@ def test_repository_load_of_the_current_champion_is_a_no_op(served: Served) -> N
 def test_unknown_model_is_404(served: Served) -> None:
     response = httpx.post(f"{served.rest}/v2/repository/models/nope/load", timeout=5)
     assert response.status_code == 404
+
+
+def test_grpc_repository_model_load_reloads(served: Served) -> None:
+    async def call() -> pb.RepositoryModelLoadResponse:
+        async with grpc.aio.insecure_channel(served.grpc) as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            return await stub.RepositoryModelLoad(
+                pb.RepositoryModelLoadRequest(model_name=served.settings.model_name), timeout=30
+            )
+
+    response = asyncio.run(call())
+    assert response.model_name == served.settings.model_name
+    assert response.isLoaded

@@ -48,16 +48,20 @@ class ReloadingRepository(ModelRepository):  # type: ignore[misc]
 
 
 class RepositoryExtension(ModelRepositoryExtension):  # type: ignore[misc]
-    """KServe's repository extension, with 404 (not 503) for a model we do not serve."""
+    """KServe's repository extension, with 404 (not 503) for a model we do not serve and
+    a working gRPC ``RepositoryModelLoad``."""
 
     def __init__(self, repository: ReloadingRepository) -> None:
         super().__init__(model_registry=repository)
         self._repository = repository
 
-    async def load(self, model_name: str) -> None:
+    async def load(self, model_name: str) -> dict[str, Any]:
         if self._repository.get_model(model_name) is None:
             raise ModelNotFound(model_name)
         await super().load(model_name)
+        # KServe 0.21's gRPC RepositoryModelLoad reads {"name", "load"} from this return
+        # value while the base class returns None (an INTERNAL error); REST ignores it.
+        return {"name": model_name, "load": True}
 
 
 class VersionedDataPlane(DataPlane):  # type: ignore[misc]
