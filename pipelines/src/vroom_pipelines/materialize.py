@@ -21,8 +21,8 @@ from vroom_common.errors import DependencyUnavailable, PipelineFailed
 from vroom_common.settings import Settings
 from vroom_db import create_schema, make_engine, make_session_factory
 from vroom_db.queries import vehicles_with_label
-from vroom_features import ENTITY_KEY, LABEL, TIMESTAMP_FIELD, compute_features
-from vroom_features.definitions import FEATURE_VIEW_NAME
+from vroom_features import ENTITY_KEY, FEATURE_NAMES, LABEL, TIMESTAMP_FIELD, compute_features
+from vroom_features.online import write_online
 from vroom_features.store import apply_definitions, open_store
 from vroom_pipelines.preflight import check_redis
 from vroom_pipelines.progress import Progress
@@ -78,13 +78,13 @@ def materialize(settings: Settings, progress: Progress | None = None) -> Materia
         frame = feature_frame(settings)
     with progress.step("Writing the Parquet offline store"):
         size = write_offline_store(frame, settings.offline_store_path)
-    online = frame.drop(columns=["source", LABEL])
+    online = frame[[ENTITY_KEY, *FEATURE_NAMES, TIMESTAMP_FIELD]]
     try:
         with progress.step("Registering the Feast definitions"):
             store = open_store(settings)
             apply_definitions(store, settings)
         with progress.step(f"Writing {len(online)} vehicles to the Redis online store"):
-            store.write_to_online_store(FEATURE_VIEW_NAME, online)
+            write_online(store, online)
     except redis.exceptions.ConnectionError as exc:
         raise DependencyUnavailable("redis", f"{settings.redis_url}: {exc}") from exc
     fleet_rows = int((frame["source"] == "csv").sum())

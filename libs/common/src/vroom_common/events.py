@@ -38,9 +38,15 @@ class Stream(StrEnum):
     """Redis stream keys. ``VEHICLES`` is a work queue; the others are notifications."""
 
     VEHICLES = "vroom:stream:vehicles"
+    #: Entries of ``VEHICLES`` that could not be processed, with the error.
+    VEHICLES_DEAD_LETTER = "vroom:stream:vehicles:dead-letter"
     VEHICLE_NOTIFICATIONS = "vroom:stream:vehicle-notifications"
     MODELS = "vroom:stream:models"
     PIPELINES = "vroom:stream:pipelines"
+
+
+#: The consumer group that materializes ``VEHICLES`` entries.
+MATERIALIZER_GROUP: Final = "materializer"
 
 
 class _Event(BaseModel):

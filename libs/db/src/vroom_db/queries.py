@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from vroom_common.schemas import RAW_ATTRIBUTES, VehicleFeatures
 from vroom_db.models import Reservation, Vehicle
 
 
@@ -46,3 +48,28 @@ def vehicles_with_label(session: Session) -> list[dict[str, Any]]:
 def fleet_size(session: Session) -> int:
     """Number of fleet (``csv``) vehicles: zero means the database needs seeding."""
     return int(session.scalar(select(func.count()).where(Vehicle.source == "csv")) or 0)
+
+
+def raw_vehicles(
+    session: Session, vehicle_ids: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    """Id, the six raw attributes and source of the given vehicles (all when ``None``)."""
+    stmt = select(
+        Vehicle.vehicle_id, *(getattr(Vehicle, name) for name in RAW_ATTRIBUTES), Vehicle.source
+    ).order_by(Vehicle.vehicle_id)
+    if vehicle_ids is not None:
+        stmt = stmt.where(Vehicle.vehicle_id.in_(list(vehicle_ids)))
+    return [dict(row._mapping) for row in session.execute(stmt)]
+
+
+def vehicle_ids(session: Session) -> list[int]:
+    """Every vehicle id, ascending."""
+    return list(session.scalars(select(Vehicle.vehicle_id).order_by(Vehicle.vehicle_id)))
+
+
+def add_new_arrival(session: Session, attributes: VehicleFeatures) -> int:
+    """Insert a new arrival (``source = 'ui'``) and return its id; the caller commits."""
+    vehicle = Vehicle(**attributes.model_dump(), source="ui")
+    session.add(vehicle)
+    session.flush()
+    return int(vehicle.vehicle_id)
