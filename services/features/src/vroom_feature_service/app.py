@@ -1,0 +1,71 @@
+"""The app factory: routers, the one error handler, and the lifespan that opens the stores.
+
+Nothing is built at import time. :func:`create_app` returns an app whose lifespan
+opens the Feast store and the Redis client once, loads the offline store, and closes
+the clients at shutdown. Handlers that call Feast or Redis are plain ``def``
+functions, which FastAPI runs in its thread pool, so a slow store never blocks the
+event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from vroom_common.errors import VroomError
+from vroom_common.settings import Settings
+from vroom_feature_service.offline import DEFAULT_CHECK_INTERVAL_S
+from vroom_feature_service.routes import compute, health, offline, online, stores
+from vroom_feature_service.state import ServiceState
+
+log = structlog.get_logger(__name__)
+
+
+async def _vroom_error(_request: Request, exc: VroomError) -> JSONResponse:
+    """Every error we raise on purpose -> its status, ``{"detail": message}``."""
+    if exc.http_status >= 500:
+        log.warning("request failed", error=type(exc).__name__, detail=exc.message)
+    return JSONResponse({"detail": exc.message}, status_code=exc.http_status)
+
+
+def create_app(
+    settings: Settings, *, offline_check_interval_s: float = DEFAULT_CHECK_INTERVAL_S
+) -> FastAPI:
+    """The feature service for ``settings`` (Redis, Feast registry, offline store path).
+
+    Args:
+        settings: Where the stores are.
+        offline_check_interval_s: Least time between two looks at the offline store
+            file for changes.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await run_in_threadpool(ServiceState.open, settings, offline_check_interval_s)
+        app.state.service = state
+        log.info(
+            "feature service started",
+            redis_url=state.feast.redis_url,
+            registry=str(settings.feast_registry_path),
+            offline_store=str(settings.offline_store_path),
+        )
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(
+        title="vroom-forecast feature service",
+        summary="On-the-fly, online (Feast + Redis) and offline (Parquet) features.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.exception_handler(VroomError)(_vroom_error)
+    for module in (compute, online, offline, stores, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,205 @@
+"""The Feast side: online lookups (Redis), the online store's facts, the registry's view.
+
+Feast's Redis client uses redis-py's default retries (about 9 s of back-off before a
+refused connection surfaces). So a lookup first sends one ``PING`` on a client of our
+own that does not retry: a down Redis is a 503 in milliseconds, and a PING on
+loopback costs a fraction of Feast's own lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+import redis
+import structlog
+from feast import FeatureStore, FeatureView
+from feast.errors import FeatureViewNotFoundException
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from vroom_common.errors import DependencyUnavailable
+from vroom_common.schemas import (
+    FeatureViewInfo,
+    OnlineFeatures,
+    OnlineStoreInfo,
+    VehicleFeatureVector,
+)
+from vroom_common.settings import Settings
+from vroom_features import ENTITY_KEY, FEATURES, LABEL
+from vroom_features.definitions import FEATURE_VIEW_NAME
+from vroom_features.online import read_online, split_found
+
+log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
+
+#: Seconds our own Redis client waits to connect, and for a reply.
+REDIS_CONNECT_TIMEOUT_S: Final = 1.0
+REDIS_TIMEOUT_S: Final = 2.0
+#: Keys fetched per SCAN round trip when counting the project's keys.
+_SCAN_BATCH: Final = 1000
+#: Feature name -> how a value of its kind is converted (Feast returns floats when a
+#: batch holds a missing row).
+_CONVERT: Final[dict[str, Callable[[Any], int | float]]] = {
+    f.name: int if f.kind == "int" else float for f in FEATURES
+}
+
+
+def public_url(url: str) -> str:
+    """``url`` without its password (safe to show)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.hostname or ""
+    netloc = f"{user}{host}:{parts.port}" if parts.port else f"{user}{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def make_redis_client(settings: Settings) -> redis.Redis:
+    """A client that fails fast: short timeouts, no retries."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class NotRegistered(DependencyUnavailable):
+    """The feature view is not in the Feast registry (materialization has not run)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "feast registry",
+            f"feature view {FEATURE_VIEW_NAME!r} is not registered (run `vroom materialize`)",
+        )
+
+
+class FeastBackend:
+    """The Feast store and a Redis client of our own, opened once per process.
+
+    Every method blocks (Feast and redis-py are synchronous): call them from a
+    thread pool, not from the event loop.
+    """
+
+    def __init__(self, settings: Settings, store: FeatureStore, client: redis.Redis) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.redis_url = public_url(settings.redis_url)
+
+    @contextmanager
+    def _redis_errors(self) -> Iterator[None]:
+        """Turn redis-py's connection errors into :class:`DependencyUnavailable`."""
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise DependencyUnavailable("redis", f"{self.redis_url}: {exc}") from exc
+
+    def ping(self) -> None:
+        """Return when Redis answers; :class:`DependencyUnavailable` otherwise."""
+        with self._redis_errors():
+            self.client.ping()
+
+    def feature_view(self, allow_cache: bool = False) -> FeatureView:
+        """The registered feature view; :class:`NotRegistered` when it is not there."""
+        try:
+            return self.store.get_feature_view(FEATURE_VIEW_NAME, allow_registry_cache=allow_cache)
+        except FeatureViewNotFoundException as exc:
+            raise NotRegistered from exc
+
+    def _with_registry(self, call: Callable[[], _T]) -> _T:
+        """``call()``, once more after a registry refresh if Feast's cached registry
+        predates the feature view (materialization registered it after our last read)."""
+        try:
+            return call()
+        except FeatureViewNotFoundException:
+            self.store.refresh_registry()  # type: ignore[no-untyped-call]
+            try:
+                return call()
+            except FeatureViewNotFoundException as exc:
+                raise NotRegistered from exc
+
+    def lookup(self, vehicle_ids: Sequence[int]) -> OnlineFeatures:
+        """Online features of ``vehicle_ids`` (each once, in the order first asked).
+
+        Vehicles without complete features in the store — never written, or past the
+        feature view's TTL — are listed in ``missing``; ``found`` holds no missing value.
+        """
+        ids = list(dict.fromkeys(vehicle_ids))
+        self.ping()
+        with self._redis_errors():
+            frame = self._with_registry(lambda: read_online(self.store, ids))
+        found, missing = split_found(frame)
+        return OnlineFeatures(found=vectors(found), missing=missing)
+
+    def keys(self) -> int:
+        """Redis keys of this Feast project: Feast suffixes every key with the project."""
+        pattern = "*" + _glob_escape(self.store.project)
+        with self._redis_errors():
+            return sum(1 for _ in self.client.scan_iter(match=pattern, count=_SCAN_BATCH))
+
+    def online_info(self) -> OnlineStoreInfo:
+        """Reachability, key count and memory of the online store; never raises for a
+        down Redis (the answer says it is down)."""
+        try:
+            with self._redis_errors():
+                memory: dict[str, Any] = self.client.info("memory")  # type: ignore[assignment]
+            keys = self.keys()
+        except DependencyUnavailable as exc:
+            return OnlineStoreInfo(
+                available=False,
+                redis_url=self.redis_url,
+                keys=None,
+                used_memory_human=None,
+                error=exc.message,
+            )
+        return OnlineStoreInfo(
+            available=True,
+            redis_url=self.redis_url,
+            keys=keys,
+            used_memory_human=str(memory.get("used_memory_human")),
+        )
+
+    def feature_view_info(self) -> FeatureViewInfo | None:
+        """The feature view's facts from the registry; ``None`` when it is not registered."""
+        try:
+            view = self.feature_view()
+        except NotRegistered:
+            return None
+        ttl_days = view.ttl.total_seconds() / 86_400 if view.ttl is not None else 0.0
+        return FeatureViewInfo(
+            name=view.name,
+            entity=view.entities[0],
+            entity_key=view.join_keys[0],
+            features=[f.name for f in view.features],
+            label=LABEL,
+            ttl_days=ttl_days,
+        )
+
+
+def vectors(found: pd.DataFrame) -> list[VehicleFeatureVector]:
+    """Rows of :func:`read_online` (indexed by id) as feature vectors with their ids."""
+    converters = [(name, _CONVERT[name]) for name in found.columns]
+    # One conversion to Python lists: per-row pandas access costs more than Feast's read.
+    rows = zip(found.index.tolist(), found.to_numpy().tolist(), strict=True)
+    return [
+        VehicleFeatureVector.model_validate(
+            {ENTITY_KEY: int(vehicle_id)}
+            | {
+                name: convert(value)
+                for (name, convert), value in zip(converters, values, strict=True)
+            }
+        )
+        for vehicle_id, values in rows
+    ]
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis MATCH pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -1,0 +1,1 @@
+"""One router per resource: compute, online, offline, stores, health."""

