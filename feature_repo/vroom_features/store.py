@@ -22,7 +22,9 @@ def redis_connection_string(settings: Settings) -> str:
     """Feast's ``host:port,db=N[,password=...]`` form of the settings' Redis URL."""
     parts = urlsplit(settings.redis_url)
     host, port = settings.redis_host_port
-    conn = f"{host}:{port},db={settings.redis_db}"
+    # Bounded timeouts: without them redis-py waits on a hung Redis forever and a lookup
+    # against a dead one takes seconds of retries before failing.
+    conn = f"{host}:{port},db={settings.redis_db},socket_connect_timeout=2,socket_timeout=5"
     if parts.password:
         conn += f",password={parts.password}"
     if parts.scheme == "rediss":

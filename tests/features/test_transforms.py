@@ -75,5 +75,9 @@ def test_feast_config_takes_registry_and_redis_from_settings(tmp_path: Path) -> 
     config = feast_config(settings)
     assert config.project == "vroom_forecast"
     assert config.registry.path == str(tmp_path / "feast" / "registry.db")
-    assert config.online_store.connection_string == "redis.example:6390,db=2,password=s3cret"
-    assert redis_connection_string(Settings(redis_port=7000)) == "127.0.0.1:7000,db=0"
+    timeouts = "socket_connect_timeout=2,socket_timeout=5"
+    assert (
+        config.online_store.connection_string
+        == f"redis.example:6390,db=2,{timeouts},password=s3cret"
+    )
+    assert redis_connection_string(Settings(redis_port=7000)) == f"127.0.0.1:7000,db=0,{timeouts}"

@@ -224,6 +224,18 @@ def _predictor_health(settings: Settings) -> None:
     httpx.get(f"{_predictor_url(settings)}/v2/health/live", timeout=2.0).raise_for_status()
 
 
+# --- feature service ----------------------------------------------------------------------
+
+
+def _feature_service_url(settings: Settings) -> str:
+    return f"http://{_http_host(settings)}:{settings.feature_service_port}"
+
+
+def _feature_service_health(settings: Settings) -> None:
+    # Liveness: readiness (/readyz) waits for the first materialization.
+    httpx.get(f"{_feature_service_url(settings)}/healthz", timeout=2.0).raise_for_status()
+
+
 # --- the registry -----------------------------------------------------------------------
 
 REDIS: Final = ServiceSpec(
@@ -260,10 +272,21 @@ PREDICTOR: Final = ServiceSpec(
     startup_timeout=120.0,
 )
 
-#: Every local service, in start order. Later issues append the gateway, feature
-#: service and materializer here.
+FEATURE_SERVICE: Final = ServiceSpec(
+    name="features",
+    order=40,
+    command=lambda _settings: [sys.executable, "-m", "vroom_feature_service"],
+    port_fields=("feature_service_port",),
+    health=_feature_service_health,
+    url=_feature_service_url,
+    env=_settings_env,
+    startup_timeout=90.0,
+)
+
+#: Every local service, in start order. Later issues append the gateway and the
+#: materializer here.
 SERVICES: Final[tuple[ServiceSpec, ...]] = tuple(
-    sorted((REDIS, MLFLOW, PREDICTOR), key=lambda spec: spec.order)
+    sorted((REDIS, MLFLOW, PREDICTOR, FEATURE_SERVICE), key=lambda spec: spec.order)
 )
 
 
