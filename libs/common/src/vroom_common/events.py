@@ -142,3 +142,35 @@ async def publish_async(client: aioredis.Redis, event: Event, maxlen: int = 10_0
     fields: dict[Any, Any] = dict(encode(event))
     entry_id = await client.xadd(STREAM_OF[event.type], fields, maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+# --- Work-queue helpers (the materializer's consumer group) -----------------------------
+
+#: Field a dead-letter entry adds: why the entry could not be processed.
+DEAD_LETTER_ERROR_FIELD: Final = "error"
+#: Field a dead-letter entry adds: the id of the original entry in ``Stream.VEHICLES``.
+DEAD_LETTER_SOURCE_FIELD: Final = "source_id"
+
+
+def dead_letter_fields(
+    fields: dict[bytes, bytes] | dict[str, str], error: str, source_id: str
+) -> dict[str | bytes, str | bytes]:
+    """The dead-letter entry for an unprocessable entry: its fields as they were, the
+    error and the original entry id (so it can be inspected and replayed by hand)."""
+    entry: dict[str | bytes, str | bytes] = {
+        key: value
+        for key, value in fields.items()
+        if (key.decode() if isinstance(key, bytes) else key)
+        not in (DEAD_LETTER_ERROR_FIELD, DEAD_LETTER_SOURCE_FIELD)
+    }
+    entry[DEAD_LETTER_ERROR_FIELD] = error
+    entry[DEAD_LETTER_SOURCE_FIELD] = source_id
+    return entry
+
+
+def queue_publish(pipe: redis.client.Pipeline, event: Event, maxlen: int = 10_000) -> None:
+    """:func:`publish` queued on a pipeline: inside ``MULTI`` it is atomic with the
+    pipeline's other commands (the materializer acknowledges work and announces it in
+    one transaction, so a crash can never do one without the other)."""
+    fields: dict[Any, Any] = dict(encode(event))
+    pipe.xadd(STREAM_OF[event.type], fields, maxlen=maxlen, approximate=True)
