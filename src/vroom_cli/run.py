@@ -112,6 +112,7 @@ def run_command(
             )
             print_pipeline_summary(summary, hook)
             exit_on_rollout_error(hook, summary.promote.champion_version)
+            version = summary.promote.champion_version
         vehicle, predicted, served_version = sample_prediction(settings)
 
     table = Table(title="vroom-forecast is up", show_header=False, title_justify="left")
