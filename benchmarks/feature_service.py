@@ -20,13 +20,12 @@ Both need a Redis holding a materialized online store, found through the usual
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
 from fastapi.testclient import TestClient
+from timing import latencies_ms, summary
 
 from vroom_common.logs import configure_logging
 from vroom_common.settings import get_settings
@@ -42,26 +41,13 @@ VEHICLE = {
 }
 
 
-def latencies_ms(call: Callable[[], httpx.Response], calls: int, warmup: int = 20) -> list[float]:
-    """Wall time of each of ``calls`` calls after ``warmup`` untimed ones; each must be 200."""
-    for _ in range(warmup):
-        call().raise_for_status()
-    samples = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        response = call()
-        samples.append((time.perf_counter() - started) * 1000)
-        response.raise_for_status()
-    return samples
+def checked(call: Callable[[], httpx.Response]) -> Callable[[], object]:
+    """``call``, failing the benchmark on any non-2xx answer."""
+    return lambda: call().raise_for_status()
 
 
 def report(name: str, samples: list[float]) -> None:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * len(ordered)) - 1)]
-    print(
-        f"{name:<32} n={len(samples):>5}  median {statistics.median(ordered):7.3f} ms"
-        f"  p99 {p99:7.3f} ms  max {ordered[-1]:7.3f} ms"
-    )
+    print(f"{name:<32} {summary(samples)}")
 
 
 @contextmanager
@@ -97,23 +83,29 @@ def main() -> None:
         one = {"vehicles": [VEHICLE]}
         report(
             "compute, 1 vehicle",
-            latencies_ms(lambda: client.post("/v1/features/compute", json=one), args.calls),
+            latencies_ms(
+                checked(lambda: client.post("/v1/features/compute", json=one)), args.calls
+            ),
         )
         lookup = {"vehicle_ids": [args.vehicle_id]}
         report(
             "online lookup, 1 vehicle",
-            latencies_ms(lambda: client.post("/v1/features/online", json=lookup), args.calls),
+            latencies_ms(
+                checked(lambda: client.post("/v1/features/online", json=lookup)), args.calls
+            ),
         )
         many = {"vehicles": [VEHICLE] * 1000}
         report(
             "compute, 1,000 vehicles",
-            latencies_ms(lambda: client.post("/v1/features/compute", json=many), args.batch_calls),
+            latencies_ms(
+                checked(lambda: client.post("/v1/features/compute", json=many)), args.batch_calls
+            ),
         )
         lookups = {"vehicle_ids": ids}
         report(
             f"online lookup, {len(ids):,} vehicles",
             latencies_ms(
-                lambda: client.post("/v1/features/online", json=lookups), args.batch_calls
+                checked(lambda: client.post("/v1/features/online", json=lookups)), args.batch_calls
             ),
         )
 

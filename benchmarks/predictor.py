@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 
 import httpx
 import numpy as np
 from kserve import InferenceGRPCClient, InferInput, InferRequest
+from timing import latencies_ms, summary
 
 from vroom_common.settings import get_settings
 from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES
 
 ROW = np.array([[1, 4, 0, 120, 5.0]], dtype=np.float32)
-
-
-def summary(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"median {statistics.median(ordered):.3f} ms, p99 {p99:.3f} ms"
 
 
 async def grpc_latencies(target: str, model: str, calls: int) -> list[float]:
@@ -48,14 +42,12 @@ async def grpc_latencies(target: str, model: str, calls: int) -> list[float]:
 def rest_latencies(base: str, model: str, calls: int) -> list[float]:
     body = {"inputs": [{"name": INPUT_NAME, "datatype": INPUT_DATATYPE,
                         "shape": [1, N_FEATURES], "data": ROW.ravel().tolist()}]}  # fmt: skip
-    samples = []
     with httpx.Client(base_url=base, timeout=5) as client:
-        for i in range(calls + 50):
-            started = time.perf_counter()
-            client.post(f"/v2/models/{model}/infer", json=body).raise_for_status()
-            if i >= 50:
-                samples.append((time.perf_counter() - started) * 1000)
-    return samples
+        return latencies_ms(
+            lambda: client.post(f"/v2/models/{model}/infer", json=body).raise_for_status(),
+            calls,
+            warmup=50,
+        )
 
 
 def main() -> None:
