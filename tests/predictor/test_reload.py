@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import redis
 
 from tests.conftest import Champion
 from tests.predictor.conftest import Served, predictor_settings, start_predictor
+from tests.predictor.test_server import grpc_infer
 from vroom_cli.stack import down
 from vroom_common import events
 from vroom_common.events import ModelLoaded, Stream
@@ -147,6 +149,10 @@ def test_without_a_champion_the_server_is_up_but_not_ready_until_a_promotion(
         response = httpx.post(f"{rest}/v2/models/{name}/infer", json=body(), timeout=5)
         assert response.status_code == 503
         assert "not ready" in response.json()["error"]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            grpc_infer(empty, np.array([ROW], dtype=np.float32))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "not ready" in (caught.value.details() or "")
 
         version = empty.promote_new_version()
         empty.wait_version(version)

@@ -1,4 +1,5 @@
 """HTTP gateway (FastAPI): the public API.
 
-Filled in by a later issue; the package exists so the workspace shows the architecture.
+``create_app(settings)`` (in :mod:`vroom_gateway.app`) builds the app; nothing is
+built at import time. See ``docs/gateway.md``.
 """

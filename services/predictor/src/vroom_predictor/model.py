@@ -33,6 +33,18 @@ THREAD_ROWS = 256
 OnSwap = Callable[[LoadedModel], Awaitable[None]]
 
 
+class NotReady(ModelNotReady):  # type: ignore[misc]
+    """KServe's ``ModelNotReady`` with the ``reason`` its gRPC interceptor reads.
+
+    KServe 0.21's interceptor aborts with ``ex.reason``, which its own ``ModelNotReady``
+    lacks, so a not-ready model surfaced over gRPC as UNKNOWN instead of UNAVAILABLE.
+    """
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
 @dataclass(frozen=True)
 class ReloadResult:
     status: Literal["reloaded", "unchanged"]
@@ -151,7 +163,7 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
     ) -> InferResponse:
         model = self._current  # read once: a concurrent swap cannot change it under us
         if model is None:
-            raise ModelNotReady(self.name, self.last_error or "no model has been promoted yet")
+            raise NotReady(self.name, self.last_error or "no model has been promoted yet")
         features = features_from(payload)
         if len(features) >= THREAD_ROWS:
             predictions = await asyncio.to_thread(model.predict, features)

@@ -1,0 +1,114 @@
+"""``/predict``, ``/predict/batch``, ``/predict/id`` against a real predictor and feature
+service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.gateway.conftest import VEHICLE, dead_port, predictor_answer
+from tests.predictor.conftest import Served
+from vroom_gateway.app import create_app
+
+pytestmark = pytest.mark.integration
+
+
+def computed(served: Served, vehicles: list[dict[str, Any]]) -> np.ndarray:
+    base = f"http://127.0.0.1:{served.settings.feature_service_port}"
+    response = httpx.post(f"{base}/v1/features/compute", json={"vehicles": vehicles}, timeout=10)
+    response.raise_for_status()
+    return np.asarray(response.json()["features"], dtype=np.float32)
+
+
+def test_predict_equals_the_predictors_answer(client: TestClient, served: Served) -> None:
+    values, version = predictor_answer(served, computed(served, [VEHICLE]))
+
+    response = client.post("/predict", json=VEHICLE)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "predicted_reservations": round(values[0], 2),
+        "model_version": version,
+    }
+
+
+def test_batch_of_three_in_order(client: TestClient, served: Served) -> None:
+    vehicles = [
+        VEHICLE,
+        {**VEHICLE, "technology": 0, "num_images": 1},
+        {**VEHICLE, "actual_price": 150.5, "description": 300},
+    ]
+    values, version = predictor_answer(served, computed(served, vehicles))
+
+    response = client.post("/predict/batch", json=vehicles)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "predictions": [
+            {"predicted_reservations": round(v, 2), "model_version": version} for v in values
+        ]
+    }
+
+
+def test_empty_batch_calls_nothing(served: Served) -> None:
+    settings = served.settings.model_copy(
+        update={"predictor_grpc_port": dead_port(), "feature_service_port": dead_port()}
+    )
+    with TestClient(create_app(settings)) as dead:
+        response = dead.post("/predict/batch", json=[])
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": []}
+
+
+def test_batch_over_the_limit_names_it(client: TestClient) -> None:
+    response = client.post("/predict/batch", json=[VEHICLE] * 1001)
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert "at most 1000 items" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("technology", 2, "less than or equal to 1"),
+        ("actual_price", 0, "greater than 0"),
+        ("num_images", -1, "greater than or equal to 0"),
+    ],
+)
+def test_bad_field_is_422_naming_field_and_rule(
+    client: TestClient, field: str, value: Any, rule: str
+) -> None:
+    response = client.post("/predict", json={**VEHICLE, field: value})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"][-1] == field
+    assert rule in error["msg"]
+
+
+def test_predict_id_equals_predict_on_its_raw_attributes(
+    client: TestClient, fleet: list[dict[str, Any]]
+) -> None:
+    vehicle = fleet[0]
+    raw = {k: v for k, v in vehicle.items() if k in VEHICLE}
+
+    by_id = client.post("/predict/id", json={"vehicle_id": vehicle["vehicle_id"]})
+    by_raw = client.post("/predict", json=raw)
+
+    assert by_id.status_code == 200, by_id.text
+    assert by_id.json() == by_raw.json()
+
+
+def test_predict_unknown_id_is_404(client: TestClient) -> None:
+    response = client.post("/predict/id", json={"vehicle_id": 987654})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "vehicle 987654 not found"}
+
+
+def test_predict_id_must_be_positive(client: TestClient) -> None:
+    response = client.post("/predict/id", json={"vehicle_id": 0})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "vehicle_id"
