@@ -105,6 +105,11 @@ def redis_client(stack_settings: Settings) -> Iterator[redis.Redis]:
     client.close()
 
 
+#: Redis database of the session champion's stores (0 is flushed per test; the feature
+#: service and gateway tests use 5 and 7).
+CHAMPION_REDIS_DB = 3
+
+
 class Champion(NamedTuple):
     """A pipeline run and the ``pipeline-completed`` events it published."""
 
@@ -118,10 +123,14 @@ class Champion(NamedTuple):
 def champion(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Champion:
     """One full pipeline run shared by the session: the real data when present, else a
     synthetic fleet. Its registered model (``vroom-test-champion``) has a champion."""
+    host, port = stack_settings.redis_host_port
     settings = stack_settings.with_overrides(
         state_dir=tmp_path_factory.mktemp("champion") / "state",
         model_name="vroom-test-champion",
         mlflow_experiment="vroom-test-champion",
+        # A Redis database of its own: other tests flush database 0 (``redis_client``),
+        # and this run's online store must outlive them.
+        redis_url=f"redis://{host}:{port}/{CHAMPION_REDIS_DB}",
     )
     real_data = (REAL_DATA_DIR / "vehicles.csv").is_file()
     client = redis.Redis.from_url(settings.redis_url)
