@@ -13,24 +13,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from vroom_common.errors import VroomError
+from vroom_common.http import install_error_handler
 from vroom_common.settings import Settings
 from vroom_feature_service.offline import DEFAULT_CHECK_INTERVAL_S
 from vroom_feature_service.routes import compute, health, offline, online, stores
 from vroom_feature_service.state import ServiceState
 
 log = structlog.get_logger(__name__)
-
-
-async def _vroom_error(_request: Request, exc: VroomError) -> JSONResponse:
-    """Every error we raise on purpose -> its status, ``{"detail": message}``."""
-    if exc.http_status >= 500:
-        log.warning("request failed", error=type(exc).__name__, detail=exc.message)
-    return JSONResponse({"detail": exc.message}, status_code=exc.http_status)
 
 
 def create_app(
@@ -65,7 +57,7 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
-    app.exception_handler(VroomError)(_vroom_error)
+    install_error_handler(app)
     for module in (compute, online, offline, stores, health):
         app.include_router(module.router)
     return app

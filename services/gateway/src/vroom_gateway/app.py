@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from vroom_common.errors import VroomError
+from vroom_common.http import install_error_handler
 from vroom_common.settings import Settings
 from vroom_gateway.clients import features as features_client
 from vroom_gateway.clients import predictor as predictor_client
@@ -20,13 +19,6 @@ from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.routes import health, model, predict
 
 log = structlog.get_logger(__name__)
-
-
-async def _vroom_error(_request: Request, exc: VroomError) -> JSONResponse:
-    """Every error we raise on purpose -> its status, ``{"detail": message}``."""
-    if exc.http_status >= 500:
-        log.warning("request failed", error=type(exc).__name__, detail=exc.message)
-    return JSONResponse({"detail": exc.message}, status_code=exc.http_status)
 
 
 def create_app(
@@ -76,7 +68,7 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
     )
-    app.exception_handler(VroomError)(_vroom_error)
+    install_error_handler(app)
     for module in (health, predict, model):
         app.include_router(module.router)
     return app
