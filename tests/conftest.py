@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import pytest
 import redis
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
 
 from tests.realdata import REAL_DATA_DIR
 from vroom_cli.stack import StackStatus, down, up
@@ -23,6 +25,7 @@ from vroom_common import events
 from vroom_common.errors import VroomError
 from vroom_common.events import PipelineCompleted, Stream
 from vroom_common.settings import Settings
+from vroom_features.contract import REGISTRATION_FILE
 from vroom_pipelines.pipeline import PipelineSummary, run_pipeline
 
 #: The services the session stack runs.
@@ -143,3 +146,22 @@ def champion(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory)
     ]
     client.close()
     return Champion(settings, summary, emitted, real_data)
+
+
+@pytest.fixture(scope="session")
+def champion_model_dir(champion: Champion, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local copy of the session champion's model directory (downloaded once), without
+    its registration file: each test registers copies of it as versions of its own."""
+    client = MlflowClient(champion.settings.mlflow_uri)
+    uri = client.get_model_version_download_uri(
+        champion.settings.model_name, champion.summary.train.model_version
+    )
+    model_dir = Path(
+        download_artifacts(
+            artifact_uri=uri,
+            dst_path=str(tmp_path_factory.mktemp("champion-model")),
+            tracking_uri=champion.settings.mlflow_uri,
+        )
+    )
+    (model_dir / REGISTRATION_FILE).unlink(missing_ok=True)  # versions differ per copy
+    return model_dir

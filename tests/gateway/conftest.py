@@ -19,16 +19,14 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from kserve import InferenceGRPCClient, InferInput, InferRequest
-from mlflow.artifacts import download_artifacts
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import Champion, free_ports, start_stack
+from tests.conftest import free_ports, start_stack
 from tests.predictor.conftest import Served, predictor_settings
 from vroom_cli.stack import down
 from vroom_common.settings import Settings
 from vroom_db import make_engine, make_session_factory
 from vroom_db.queries import raw_vehicles
-from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, REGISTRATION_FILE
+from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME
 from vroom_gateway.app import create_app
 from vroom_pipelines.materialize import materialize
 from vroom_pipelines.seed import seed_synthetic
@@ -41,21 +39,12 @@ FLEET_SIZE = 50
 
 @pytest.fixture(scope="package")
 def served(
-    champion: Champion, stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    champion_model_dir: Path,
+    stack_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     """Predictor + feature service running; the predictor serves its champion."""
-    client = MlflowClient(champion.settings.mlflow_uri)
-    uri = client.get_model_version_download_uri(
-        champion.settings.model_name, champion.summary.train.model_version
-    )
-    model_dir = Path(
-        download_artifacts(
-            artifact_uri=uri,
-            dst_path=str(tmp_path_factory.mktemp("gateway-model")),
-            tracking_uri=champion.settings.mlflow_uri,
-        )
-    )
-    (model_dir / REGISTRATION_FILE).unlink(missing_ok=True)
+    model_dir = champion_model_dir
     base = predictor_settings(stack_settings, tmp_path_factory.mktemp("gateway") / "state")
     host, port = base.redis_host_port
     (feature_port,) = free_ports(1)

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mlflow.artifacts import download_artifacts
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import Champion, free_ports, start_stack
+from tests.conftest import free_ports, start_stack
 from vroom_cli.stack import down
 from vroom_common.settings import Settings
-from vroom_features.contract import REGISTRATION_FILE
 from vroom_pipelines.promote import promote
 from vroom_pipelines.train import register
 
@@ -91,21 +89,12 @@ def predictor_settings(stack_settings: Settings, state_dir: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def served(
-    champion: Champion, stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    champion_model_dir: Path,
+    stack_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     """A predictor serving version 1 (a copy of the session champion) of its own model."""
-    client = MlflowClient(champion.settings.mlflow_uri)
-    uri = client.get_model_version_download_uri(
-        champion.settings.model_name, champion.summary.train.model_version
-    )
-    model_dir = Path(
-        download_artifacts(
-            artifact_uri=uri,
-            dst_path=str(tmp_path_factory.mktemp("champion-model")),
-            tracking_uri=champion.settings.mlflow_uri,
-        )
-    )
-    (model_dir / REGISTRATION_FILE).unlink(missing_ok=True)  # versions differ per copy
+    model_dir = champion_model_dir
     settings = predictor_settings(stack_settings, tmp_path_factory.mktemp("predictor"))
     served = Served(settings, model_dir)
     version = served.promote_new_version()
