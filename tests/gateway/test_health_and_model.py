@@ -23,14 +23,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def predictor_down(served: Served) -> Iterator[TestClient]:
-    settings = served.settings.model_copy(update={"predictor_grpc_port": dead_port()})
+    settings = served.settings.model_copy(
+        update={"predictor_grpc_target": f"127.0.0.1:{dead_port()}"}
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
 
 @pytest.fixture
 def features_down(served: Served) -> Iterator[TestClient]:
-    settings = served.settings.model_copy(update={"feature_service_port": dead_port()})
+    settings = served.settings.model_copy(
+        update={"feature_service_url": f"http://127.0.0.1:{dead_port()}"}
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 

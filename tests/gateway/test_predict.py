@@ -56,7 +56,10 @@ def test_batch_of_three_in_order(client: TestClient, served: Served) -> None:
 
 def test_empty_batch_calls_nothing(served: Served) -> None:
     settings = served.settings.model_copy(
-        update={"predictor_grpc_port": dead_port(), "feature_service_port": dead_port()}
+        update={
+            "predictor_grpc_target": f"127.0.0.1:{dead_port()}",
+            "feature_service_url": f"http://127.0.0.1:{dead_port()}",
+        }
     )
     with TestClient(create_app(settings)) as dead:
         response = dead.post("/predict/batch", json=[])

@@ -79,7 +79,11 @@ class Settings(BaseSettings):
     )
 
     # --- ports (every one configurable) ------------------------------------------------
-    host: str = Field(default="127.0.0.1", description="Interface local services bind to.")
+    host: str = Field(
+        default="127.0.0.1",
+        validation_alias=_env("HOST"),
+        description="Interface local services bind to (and where they find each other locally).",
+    )
     redis_port: int = Field(default=6379, ge=1, le=65535)
     mlflow_port: int = Field(default=5001, ge=1, le=65535)
     gateway_port: int = Field(default=8000, ge=1, le=65535, validation_alias=_env("PORT"))
@@ -92,6 +96,12 @@ class Settings(BaseSettings):
     mlflow_uri: str = Field(default="", validation_alias=_env("MLFLOW_URI"))
     predictor_url: str = Field(
         default="", description="REST base URL of the predictor (default: host + HTTP port)."
+    )
+    predictor_grpc_target: str = Field(
+        default="", description="host:port of the predictor's gRPC server (default: host + port)."
+    )
+    feature_service_url: str = Field(
+        default="", description="Base URL of the feature service (default: host + its port)."
     )
 
     # --- model registry ------------------------------------------------------------------
@@ -142,6 +152,40 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Bound on a rollout (predictor reload or Ready wait)."
     )
 
+    # --- pipelines triggered by the gateway ---------------------------------------------------
+    pipeline_runner: Literal["local", "kubernetes", "airflow"] = Field(
+        default="local",
+        description="How /materialize and /train run the pipelines: a local background "
+        "process, a Job from the chart's CronJob template, or an Airflow DAG run "
+        "(chosen whenever airflow_url is set).",
+    )
+    airflow_url: str = Field(
+        default="",
+        validation_alias=_env("AIRFLOW_URL"),
+        description="Base URL of Airflow's REST API; when set, pipelines run as its DAGs.",
+    )
+    airflow_username: str = ""
+    airflow_password: str = ""
+    kube_materialize_cronjob: str = Field(
+        default=f"{DEFAULT_MODEL_NAME}-materialize",
+        description="The suspended CronJob whose jobTemplate runs the materialization.",
+    )
+    kube_pipeline_cronjob: str = Field(
+        default=f"{DEFAULT_MODEL_NAME}-pipeline",
+        description="The suspended CronJob whose jobTemplate runs train + promote.",
+    )
+
+    # --- gateway behaviour ---------------------------------------------------------------------
+    benchmark_budget_s: float = Field(
+        default=30.0, gt=0, description="Longest a /benchmark request may run before it stops."
+    )
+    sse_keepalive_s: float = Field(
+        default=15.0, gt=0, description="Seconds between keep-alive comments on SSE streams."
+    )
+    request_timeout_s: float = Field(
+        default=2.0, gt=0, description="Deadline of each call to the predictor / feature service."
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
@@ -159,6 +203,12 @@ class Settings(BaseSettings):
             self.mlflow_uri = f"http://{self.host}:{self.mlflow_port}"
         if not self.predictor_url:
             self.predictor_url = f"http://{self.host}:{self.predictor_http_port}"
+        if not self.predictor_grpc_target:
+            self.predictor_grpc_target = f"{self.host}:{self.predictor_grpc_port}"
+        if not self.feature_service_url:
+            self.feature_service_url = f"http://{self.host}:{self.feature_service_port}"
+        if self.airflow_url:
+            self.pipeline_runner = "airflow"
         if self.db_path == _UNSET:
             self.db_path = self.state_dir / "vroom.db"
         if not self.database_url:
@@ -203,6 +253,8 @@ class Settings(BaseSettings):
                 "redis_url",
                 "mlflow_uri",
                 "predictor_url",
+                "predictor_grpc_target",
+                "feature_service_url",
                 "db_path",
                 "database_url",
                 "offline_store_path",

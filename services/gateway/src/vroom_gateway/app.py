@@ -14,7 +14,7 @@ from vroom_common.http import install_error_handler
 from vroom_common.settings import Settings
 from vroom_gateway.clients import features as features_client
 from vroom_gateway.clients import predictor as predictor_client
-from vroom_gateway.clients.features import FeatureServiceClient, feature_service_url
+from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.routes import health, model, predict
 
@@ -30,8 +30,8 @@ def create_app(
     """The gateway for ``settings``.
 
     Args:
-        settings: Where the predictor (``host:predictor_grpc_port``), the feature
-            service (``host:feature_service_port``) and MLflow are.
+        settings: Where the predictor (``predictor_grpc_target``), the feature
+            service (``feature_service_url``) and MLflow are.
         predictor_timeout_s: Deadline of each gRPC call to the predictor.
         features_timeout_s: Timeout of each feature-service request.
     """
@@ -39,11 +39,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         predictor = PredictorClient(
-            f"{settings.host}:{settings.predictor_grpc_port}",
+            settings.predictor_grpc_target,
             settings.model_name,
             timeout_s=predictor_timeout_s,
         )
-        features = FeatureServiceClient(feature_service_url(settings), timeout_s=features_timeout_s)
+        features = FeatureServiceClient(settings.feature_service_url, timeout_s=features_timeout_s)
         await predictor.open()
         await features.open()
         app.state.settings = settings

@@ -12,16 +12,11 @@ import numpy.typing as npt
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput
 from vroom_common.schemas import FeatureMatrix, OnlineFeatures, VehicleFeatures
-from vroom_common.settings import Settings
 from vroom_features import FEATURE_NAMES
 
 #: The dependency name in error messages.
 FEATURE_SERVICE: Final = "feature service"
 DEFAULT_TIMEOUT_S: Final = 2.0
-
-
-def feature_service_url(settings: Settings) -> str:
-    return f"http://{settings.host}:{settings.feature_service_port}"
 
 
 def _detail(response: httpx.Response) -> str:
