@@ -53,7 +53,12 @@ Synthetic = Annotated[
 ]
 RandomSeed = Annotated[int, typer.Option("--seed", help="Random seed of the synthetic fleet.")]
 RunId = Annotated[
-    str | None, typer.Option("--dag-run-id", help="Run id to report (default: manual__<time>).")
+    str | None,
+    typer.Option(
+        "--dag-run-id",
+        envvar="VROOM_DAG_RUN_ID",
+        help="Run id to report in pipeline-completed (default: manual__<time>).",
+    ),
 ]
 
 

@@ -253,6 +253,18 @@ def _materializer_url(settings: Settings) -> str:
     return f"heartbeat {heartbeat_path(settings.state_dir)}"
 
 
+# --- gateway ------------------------------------------------------------------------------
+
+
+def _gateway_url(settings: Settings) -> str:
+    return f"http://{_http_host(settings)}:{settings.gateway_port}"
+
+
+def _gateway_health(settings: Settings) -> None:
+    # /health answers 200 whatever the model's state: it is the gateway's liveness.
+    httpx.get(f"{_gateway_url(settings)}/health", timeout=5.0).raise_for_status()
+
+
 # --- the registry -----------------------------------------------------------------------
 
 REDIS: Final = ServiceSpec(
@@ -312,9 +324,24 @@ MATERIALIZER: Final = ServiceSpec(
     stop_timeout=30.0,  # it finishes the batch in hand on SIGTERM
 )
 
-#: Every local service, in start order. The gateway issue appends the gateway here.
+GATEWAY: Final = ServiceSpec(
+    name="gateway",
+    order=60,
+    command=lambda _settings: [sys.executable, "-m", "vroom_gateway"],
+    port_fields=("gateway_port",),
+    health=_gateway_health,
+    url=_gateway_url,
+    env=_settings_env,
+    startup_timeout=90.0,
+    stop_timeout=20.0,  # open SSE streams are closed first
+)
+
+#: Every local service, in start order.
 SERVICES: Final[tuple[ServiceSpec, ...]] = tuple(
-    sorted((REDIS, MLFLOW, PREDICTOR, FEATURE_SERVICE, MATERIALIZER), key=lambda spec: spec.order)
+    sorted(
+        (REDIS, MLFLOW, PREDICTOR, FEATURE_SERVICE, MATERIALIZER, GATEWAY),
+        key=lambda spec: spec.order,
+    )
 )
 
 
