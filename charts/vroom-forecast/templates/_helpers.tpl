@@ -1,0 +1,295 @@
+{{/*
+Names, labels, images, security contexts and the environment of every component.
+Components: gateway, features, materializer, predictor, redis, mlflow, pipelines, test.
+*/}}
+
+{{- define "vroom.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<chart>, or the release name when it contains the chart name; 63 max. */}}
+{{- define "vroom.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The name of one component's resources: <fullname>-<component>, 63 max. */}}
+{{- define "vroom.componentName" -}}
+{{- $full := include "vroom.fullname" .root | trunc (int (sub 62 (len .component))) | trimSuffix "-" }}
+{{- printf "%s-%s" $full .component }}
+{{- end }}
+
+{{- define "vroom.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: unique per release (instance) and component. */}}
+{{- define "vroom.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vroom.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "vroom.labels" -}}
+{{ include "vroom.selectorLabels" . }}
+app.kubernetes.io/part-of: {{ include "vroom.name" .root }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ include "vroom.chart" .root }}
+{{- end }}
+
+{{/* An image of ours: images.<component>, tag defaulting to the appVersion. */}}
+{{- define "vroom.image" -}}
+{{- $image := index .root.Values.images .component }}
+{{- $tag := default .root.Chart.AppVersion $image.tag }}
+{{- if eq $tag "latest" }}
+{{- fail (printf "images.%s.tag: pin a version, not latest" .component) }}
+{{- end }}
+{{- printf "%s:%s" $image.repository $tag }}
+{{- end }}
+
+{{/* --- names other resources refer to -------------------------------------------- */}}
+
+{{/* The InferenceService; KServe names its predictor Service <isvc>-predictor. */}}
+{{- define "vroom.isvcName" -}}
+{{- include "vroom.fullname" . }}
+{{- end }}
+
+{{- define "vroom.predictorServiceName" -}}
+{{- printf "%s-predictor" (include "vroom.isvcName" .) }}
+{{- end }}
+
+{{- define "vroom.materializeCronJob" -}}
+{{- include "vroom.componentName" (dict "root" . "component" "materialize") }}
+{{- end }}
+
+{{- define "vroom.pipelineCronJob" -}}
+{{- include "vroom.componentName" (dict "root" . "component" "pipeline") }}
+{{- end }}
+
+{{- define "vroom.stateClaim" -}}
+{{- default (include "vroom.componentName" (dict "root" . "component" "state")) .Values.state.existingClaim }}
+{{- end }}
+
+{{- define "vroom.mlflowClaim" -}}
+{{- include "vroom.componentName" (dict "root" . "component" "mlflow") }}
+{{- end }}
+
+{{- define "vroom.gatewayServiceAccount" -}}
+{{- include "vroom.componentName" (dict "root" . "component" "gateway") }}
+{{- end }}
+
+{{- define "vroom.rolloutServiceAccount" -}}
+{{- include "vroom.componentName" (dict "root" . "component" "rollout") }}
+{{- end }}
+
+{{/* Pods that need no API access: no token is mounted. */}}
+{{- define "vroom.workloadServiceAccount" -}}
+{{- include "vroom.componentName" (dict "root" . "component" "workload") }}
+{{- end }}
+
+{{- define "vroom.databaseSecret" -}}
+{{- default (include "vroom.componentName" (dict "root" . "component" "database")) .Values.database.existingSecret.name }}
+{{- end }}
+
+{{- define "vroom.sqlite" -}}
+{{- if not (or .Values.database.url .Values.database.existingSecret.name) }}true{{- end }}
+{{- end }}
+
+{{- define "vroom.redisUrl" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s:%d/0" (include "vroom.componentName" (dict "root" . "component" "redis")) (int .Values.redis.port) }}
+{{- else }}
+{{- .Values.redis.external.url }}
+{{- end }}
+{{- end }}
+
+{{- define "vroom.mlflowUri" -}}
+{{- if .Values.mlflow.enabled }}
+{{- printf "http://%s:%d" (include "vroom.componentName" (dict "root" . "component" "mlflow")) (int .Values.mlflow.port) }}
+{{- else }}
+{{- .Values.mlflow.external.uri }}
+{{- end }}
+{{- end }}
+
+{{/* The MLflow server stores its artifacts here on its PVC. */}}
+{{- define "vroom.mlflowArtifactsSubpath" -}}artifacts{{- end }}
+
+{{- define "vroom.storageUriMap" -}}
+{{- $map := dict }}
+{{- if .Values.mlflow.enabled }}
+{{- $_ := set $map "mlflow-artifacts:/" (printf "pvc://%s/%s/" (include "vroom.mlflowClaim" .) (include "vroom.mlflowArtifactsSubpath" .)) }}
+{{- end }}
+{{- toJson (merge (deepCopy .Values.predictor.storageUriMap) $map) }}
+{{- end }}
+
+{{- define "vroom.initialStorageUri" -}}
+{{- if .Values.predictor.initialStorageUri }}
+{{- .Values.predictor.initialStorageUri }}
+{{- else }}
+{{- printf "pvc://%s/%s/" (include "vroom.mlflowClaim" .) (include "vroom.mlflowArtifactsSubpath" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Combinations the schema cannot express. */}}
+{{- define "vroom.validate" -}}
+{{- if and (include "vroom.sqlite" .) (or (gt (int .Values.gateway.replicas) 1) .Values.gateway.autoscaling.enabled) }}
+{{- fail "gateway: more than one replica (or autoscaling) needs database.url or database.existingSecret; SQLite has a single writer" }}
+{{- end }}
+{{- if and .Values.database.url .Values.database.existingSecret.name }}
+{{- fail "database: set url or existingSecret.name, not both" }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) (not .Values.redis.external.url) }}
+{{- fail "redis.external.url is required when redis.enabled is false" }}
+{{- end }}
+{{- if and (not .Values.mlflow.enabled) (not .Values.mlflow.external.uri) }}
+{{- fail "mlflow.external.uri is required when mlflow.enabled is false" }}
+{{- end }}
+{{- if and (not .Values.mlflow.enabled) (not .Values.predictor.initialStorageUri) }}
+{{- fail "predictor.initialStorageUri is required when mlflow.enabled is false" }}
+{{- end }}
+{{- end }}
+
+{{/* --- pods ------------------------------------------------------------------ */}}
+
+{{- define "vroom.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "vroom.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "vroom.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Writable scratch space: /tmp (also HOME and caches of the libraries). */}}
+{{- define "vroom.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 512Mi
+{{- end }}
+
+{{- define "vroom.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{- define "vroom.stateVolume" -}}
+- name: state
+  persistentVolumeClaim:
+    claimName: {{ include "vroom.stateClaim" . }}
+{{- end }}
+
+{{- define "vroom.stateMount" -}}
+- name: state
+  mountPath: /var/lib/vroom
+{{- end }}
+
+{{/* --- environment (names are vroom_common.settings.Settings variables) ---------- */}}
+
+{{/* Every Python process: logs, bind address, scratch HOME. */}}
+{{- define "vroom.env.base" -}}
+- name: VROOM_HOST
+  value: "0.0.0.0"
+- name: VROOM_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: VROOM_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+- name: HOME
+  value: /tmp
+- name: XDG_CACHE_HOME
+  value: /tmp/.cache
+- name: PYTHONUNBUFFERED
+  value: "1"
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+{{- end }}
+
+{{- define "vroom.env.redis" -}}
+- name: SERVING_REDIS_URL
+  value: {{ include "vroom.redisUrl" . | quote }}
+{{- end }}
+
+{{- define "vroom.env.mlflow" -}}
+- name: SERVING_MLFLOW_URI
+  value: {{ include "vroom.mlflowUri" . | quote }}
+{{- end }}
+
+{{- define "vroom.env.model" -}}
+- name: SERVING_MODEL_NAME
+  value: {{ include "vroom.modelName" . | quote }}
+{{- end }}
+
+{{/* The registered model: the Settings default (the services' one source). */}}
+{{- define "vroom.modelName" -}}vroom-forecast{{- end }}
+
+{{/* State on the shared volume: offline store, Feast registry (and SQLite). */}}
+{{- define "vroom.env.state" -}}
+- name: VROOM_STATE_DIR
+  value: /var/lib/vroom
+- name: SERVING_OFFLINE_STORE_PATH
+  value: /var/lib/vroom/offline/vehicle_features.parquet
+- name: VROOM_FEAST_REPO
+  value: /app/feature_repo
+{{- end }}
+
+{{- define "vroom.env.database" -}}
+{{- if include "vroom.sqlite" . }}
+- name: SERVING_DB_PATH
+  value: /var/lib/vroom/vroom.db
+{{- else }}
+- name: SERVING_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vroom.databaseSecret" . }}
+      key: {{ .Values.database.existingSecret.key }}
+{{- end }}
+{{- end }}
+
+{{- define "vroom.env.namespace" -}}
+- name: VROOM_KUBE_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+
+{{/* Promotion rolls the champion out by patching the InferenceService. */}}
+{{- define "vroom.env.rollout" -}}
+- name: VROOM_ROLLOUT_BACKEND
+  value: kubernetes
+- name: VROOM_INFERENCE_SERVICE_NAME
+  value: {{ include "vroom.isvcName" . | quote }}
+- name: VROOM_STORAGE_URI_MAP
+  value: {{ include "vroom.storageUriMap" . | quote }}
+- name: VROOM_ROLLOUT_WAIT_READY
+  value: {{ .Values.predictor.rolloutWaitReady | quote }}
+{{- include "vroom.env.namespace" . | nindent 0 }}
+{{- end }}
