@@ -1,0 +1,73 @@
+# syntax=docker/dockerfile:1
+# Image of the batch pipelines (pipelines/, module vroom_pipelines) and the bundled MLflow server.
+# Build context: the repository root.
+#   docker build -f docker/pipelines.Dockerfile -t vroom-forecast/pipelines:dev .
+
+# ---- uv, pinned to the version the Makefile installs (the one that writes uv.lock) ----
+FROM ghcr.io/astral-sh/uv:0.13.8 AS uv
+
+# ---- builder: this member's locked dependencies in /app/.venv, nothing else ----
+# Same base image as the runtime stage: the venv's interpreter path must exist there.
+FROM python:3.11.14-slim-bookworm AS builder
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+WORKDIR /src
+
+# Layer 1, third-party dependencies: only the lock and the workspace's pyproject files, so
+# a source edit does not invalidate it. uv loads the whole workspace (every member's
+# pyproject) to read the lock; --no-install-workspace leaves our own packages for later.
+COPY uv.lock pyproject.toml ./
+COPY libs/common/pyproject.toml libs/common/
+COPY libs/db/pyproject.toml libs/db/
+COPY libs/rollout/pyproject.toml libs/rollout/
+COPY feature_repo/pyproject.toml feature_repo/
+COPY pipelines/pyproject.toml pipelines/
+COPY services/gateway/pyproject.toml services/gateway/
+COPY services/features/pyproject.toml services/features/
+COPY services/predictor/pyproject.toml services/predictor/
+COPY services/materializer/pyproject.toml services/materializer/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --package vroom-pipelines --no-editable --no-install-workspace
+
+# Layer 2, our code: this member and the workspace members it depends on, installed as
+# wheels (--no-editable) so the venv does not point back into /src.
+COPY libs/common/src libs/common/src
+COPY libs/db/src libs/db/src
+COPY libs/rollout/src libs/rollout/src
+COPY feature_repo/vroom_features feature_repo/vroom_features
+COPY pipelines/src pipelines/src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --package vroom-pipelines --no-editable
+
+# ---- runtime: the venv on the same slim Python; no uv, no compilers, non-root ----
+FROM python:3.11.14-slim-bookworm AS runtime
+# UID/GID 10001; HOME is /tmp (a writable emptyDir under a read-only root filesystem);
+# /var/lib/vroom is the state directory (a volume on a cluster).
+RUN groupadd --gid 10001 vroom \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
+        --shell /usr/sbin/nologin vroom \
+    && install -d -o 10001 -g 10001 /var/lib/vroom
+COPY --from=builder /app/.venv /app/.venv
+# The Feast repository's configuration (the definitions are in the venv's vroom_features).
+COPY feature_repo/feature_store.yaml /app/feature_repo/feature_store.yaml
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    VROOM_LOG_FORMAT=json \
+    VROOM_HOST=0.0.0.0 \
+    VROOM_STATE_DIR=/var/lib/vroom \
+    VROOM_FEAST_REPO=/app/feature_repo
+WORKDIR /app
+USER 10001:10001
+# Two uses, one image:
+#   Jobs:   args ["seed" | "materialize" | "train" | "promote" | "pipeline", ...]
+#           (the entry point below is `python -m vroom_pipelines`)
+#   MLflow: command ["mlflow", "server", "--host", "0.0.0.0", "--port", "5001", ...]
+#           (the full mlflow package is a dependency of this member; port 5001)
+EXPOSE 5001
+ENTRYPOINT ["python", "-m", "vroom_pipelines"]
