@@ -10,6 +10,7 @@ Streams are capped (``XADD MAXLEN ~``) so none grows without bound.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -24,6 +25,12 @@ SCHEMA_VERSION: Final = 1
 DAG_MATERIALIZE: Final = "vroom_forecast_materialize"
 DAG_PIPELINE: Final = "vroom_forecast_pipeline"
 DagId = Literal["vroom_forecast_materialize", "vroom_forecast_pipeline"]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """An Airflow-style manual run id: ``manual__<UTC ISO time>`` (to the second)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"manual__{moment.isoformat(timespec='seconds')}"
 
 
 class EventType(StrEnum):
