@@ -11,8 +11,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
+import redis
 from feast import FeatureStore
 from feast.data_source import PushMode
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 
 from vroom_features.definitions import FEATURE_VIEW_NAME, PUSH_SOURCE_NAME
 from vroom_features.transforms import ENTITY_KEY, FEATURE_NAMES, TIMESTAMP_FIELD, compute_features
@@ -54,3 +58,26 @@ def split_found(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
     """(rows with every feature present, ids of the vehicles not in the store)."""
     missing = frame.isna().any(axis=1)
     return frame[~missing], [int(i) for i in frame.index[missing]]
+
+
+def online_key(store: FeatureStore, vehicle_id: int) -> bytes:
+    """The Redis key under which Feast's Redis online store keeps a vehicle's features:
+    the serialized entity key followed by the project name (Feast's layout; a test
+    writes through Feast and finds the key)."""
+    entity_key = EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(int64_val=vehicle_id)])
+    serialized = serialize_entity_key(
+        entity_key, entity_key_serialization_version=store.config.entity_key_serialization_version
+    )
+    return bytes(serialized) + store.project.encode()
+
+
+def delete_online(store: FeatureStore, client: redis.Redis, vehicle_ids: Sequence[int]) -> int:
+    """Remove vehicles' features from the online store; returns how many it held.
+
+    Feast has no per-entity delete, so this deletes the keys Feast wrote
+    (:func:`online_key`) with the same Redis the store points at.
+    """
+    if not vehicle_ids:
+        return 0
+    deleted: int = client.delete(*(online_key(store, int(i)) for i in vehicle_ids))  # type: ignore[assignment]
+    return deleted

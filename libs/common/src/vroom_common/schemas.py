@@ -77,6 +77,13 @@ class OnlineFeatures(BaseModel):
     missing: list[int] = Field(description="Ids without (complete) features in the online store.")
 
 
+class OnlineDeletion(BaseModel):
+    """The answer to removing a vehicle's online features."""
+
+    vehicle_id: int
+    deleted: bool = Field(description="False when the online store held nothing for it.")
+
+
 class OfflineFeatureRow(VehicleFeatureVector):
     """A fleet vehicle in the offline store: its features, label and event time."""
 

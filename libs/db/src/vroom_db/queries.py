@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
-from vroom_common.schemas import RAW_ATTRIBUTES, VehicleFeatures
+from vroom_common.schemas import RAW_ATTRIBUTES, VehicleFeatures, VehicleSource
 from vroom_db.models import Reservation, Vehicle
 
 
@@ -73,3 +73,18 @@ def add_new_arrival(session: Session, attributes: VehicleFeatures) -> int:
     session.add(vehicle)
     session.flush()
     return int(vehicle.vehicle_id)
+
+
+def vehicle_source(session: Session, vehicle_id: int) -> VehicleSource | None:
+    """``csv`` or ``ui`` for a stored vehicle; ``None`` when there is no such vehicle."""
+    source = session.scalar(select(Vehicle.source).where(Vehicle.vehicle_id == vehicle_id))
+    return None if source is None else source  # type: ignore[return-value]
+
+
+def delete_new_arrival(session: Session, vehicle_id: int) -> bool:
+    """Delete a new arrival (``source = 'ui'``); fleet vehicles are never deleted.
+    Returns whether a row went; the caller commits."""
+    result = session.execute(
+        delete(Vehicle).where(Vehicle.vehicle_id == vehicle_id, Vehicle.source == "ui")
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

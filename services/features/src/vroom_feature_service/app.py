@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from vroom_common.http import install_error_handler
+from vroom_common.observability import install_observability
 from vroom_common.settings import Settings
 from vroom_feature_service.offline import DEFAULT_CHECK_INTERVAL_S
 from vroom_feature_service.routes import compute, health, offline, online, stores
@@ -58,6 +59,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handler(app)
+    install_observability(app, "features")
     for module in (compute, online, offline, stores, health):
         app.include_router(module.router)
     return app

@@ -24,6 +24,7 @@ from redis.retry import Retry
 from vroom_common.errors import DependencyUnavailable
 from vroom_common.schemas import (
     FeatureViewInfo,
+    OnlineDeletion,
     OnlineFeatures,
     OnlineStoreInfo,
     VehicleFeatureVector,
@@ -31,7 +32,7 @@ from vroom_common.schemas import (
 from vroom_common.settings import Settings
 from vroom_features import ENTITY_KEY, FEATURES, LABEL
 from vroom_features.definitions import FEATURE_VIEW_NAME
-from vroom_features.online import read_online, split_found
+from vroom_features.online import delete_online, read_online, split_found
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +138,12 @@ class FeastBackend:
             frame = self._with_registry(lambda: read_online(self.store, ids))
         found, missing = split_found(frame)
         return OnlineFeatures(found=vectors(found), missing=missing)
+
+    def delete(self, vehicle_id: int) -> OnlineDeletion:
+        """Remove one vehicle's features from the online store (idempotent)."""
+        with self._redis_errors():
+            held = delete_online(self.store, self.client, [vehicle_id])
+        return OnlineDeletion(vehicle_id=vehicle_id, deleted=held > 0)
 
     def keys(self) -> int:
         """Redis keys of this Feast project: Feast suffixes every key with the project."""

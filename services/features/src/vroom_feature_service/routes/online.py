@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from vroom_common.schemas import OnlineFeatures
+from fastapi import APIRouter, Path
+
+from vroom_common.schemas import OnlineDeletion, OnlineFeatures
 from vroom_feature_service.deps import FeastDep
 from vroom_feature_service.schemas import OnlineLookupRequest
 
@@ -18,3 +20,12 @@ def online(body: OnlineLookupRequest, feast: FeastDep) -> OnlineFeatures:
     503 when Redis does not answer or the feature view is not registered.
     """
     return feast.lookup(body.vehicle_ids)
+
+
+@router.delete("/online/{vehicle_id}")
+def delete_online(
+    vehicle_id: Annotated[int, Path(gt=0, lt=2**63)], feast: FeastDep
+) -> OnlineDeletion:
+    """Remove a vehicle's features from the online store (the gateway does it when a
+    new arrival is deleted). Idempotent: ``deleted`` says whether there were any."""
+    return feast.delete(vehicle_id)
