@@ -1,9 +1,10 @@
 """``vroom run``: the main job. The local stack with a trained champion, in one command.
 
-Starts the stack (detached, idempotent: Redis, MLflow, the predictor), runs the
-training pipeline when the registry has no champion yet (on ``--data-dir`` when given,
-else on a synthetic fleet, the embedded default) and rolls it out to the predictor,
-then asks the predictor for a sample prediction and shows where everything is.
+Starts the whole stack (detached, idempotent: Redis, MLflow, the predictor, the
+feature service, the materializer, the gateway), runs the training pipeline when the
+registry has no champion yet (on ``--data-dir`` when given, else on a synthetic fleet,
+the embedded default) and rolls it out to the predictor, then asks the gateway for a
+sample prediction and shows where everything is.
 """
 
 from __future__ import annotations
@@ -42,37 +43,61 @@ def champion_version(settings: Settings) -> str | None:
 
 
 def sample_prediction(settings: Settings) -> tuple[dict[str, object], float, str]:
-    """The predictor's answer (Open Inference Protocol v2, REST) for the first vehicle.
+    """The gateway's ``POST /predict`` answer for the first vehicle of the database.
 
     Returns the vehicle, the predicted reservations and the version that answered.
     """
     import httpx
 
+    from vroom_common.schemas import RAW_ATTRIBUTES
     from vroom_db import make_engine, make_session_factory
     from vroom_db.queries import vehicles_with_label
-    from vroom_features import feature_row
-    from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES
 
     engine = make_engine(settings.database_url)
     with make_session_factory(engine)() as session:
         vehicle = vehicles_with_label(session)[0]
     engine.dispose()
-    body = {
-        "inputs": [
-            {
-                "name": INPUT_NAME,
-                "datatype": INPUT_DATATYPE,
-                "shape": [1, N_FEATURES],
-                "data": feature_row(vehicle),
-            }
-        ]
-    }
-    url = f"{settings.predictor_url}/v2/models/{settings.model_name}/infer"
-    response = httpx.post(url, json=body, timeout=10)
+    url = f"{gateway_url(settings)}/predict"
+    response = httpx.post(url, json={k: vehicle[k] for k in RAW_ATTRIBUTES}, timeout=10)
     if response.status_code != 200:
-        raise DependencyUnavailable("predictor", f"{url}: {response.status_code} {response.text}")
+        raise DependencyUnavailable("gateway", f"{url}: {response.status_code} {response.text}")
     answer = response.json()
-    return vehicle, float(answer["outputs"][0]["data"][0]), str(answer["model_version"])
+    return vehicle, float(answer["predicted_reservations"]), str(answer["model_version"])
+
+
+def gateway_url(settings: Settings) -> str:
+    from vroom_cli.stack.services import GATEWAY
+
+    return GATEWAY.url(settings)
+
+
+def ensure_champion(settings: Settings, data_dir: Path | None = None, retrain: bool = False) -> str:
+    """Start the whole stack (idempotent) and train + roll out a champion when there is
+    none (or when ``retrain``); returns the champion's version."""
+    from vroom_pipelines.cli import exit_on_rollout_error, print_pipeline_summary
+    from vroom_pipelines.pipeline import run_pipeline
+    from vroom_pipelines.progress import Progress
+    from vroom_rollout import as_promotion_hook, make_rollout
+
+    stack = up(settings)
+    console.print(status_table(stack))
+    version = champion_version(settings)
+    if version is None or retrain:
+        console.print(
+            "no champion yet: running the training pipeline"
+            if version is None
+            else "retraining as asked"
+        )
+        hook = as_promotion_hook(make_rollout(settings))
+        summary = run_pipeline(
+            settings, data_dir=data_dir, rollout=hook, progress=Progress.for_terminal()
+        )
+        print_pipeline_summary(summary, hook)
+        exit_on_rollout_error(hook, summary.promote.champion_version)
+        version = summary.promote.champion_version
+    if version is None:
+        raise DependencyUnavailable("MLflow", "the pipeline ran but no champion was promoted")
+    return version
 
 
 def run_command(
@@ -90,29 +115,9 @@ def run_command(
     ] = False,
 ) -> None:
     """Start the local stack, train a champion if there is none, show a sample prediction."""
-    from vroom_pipelines.cli import exit_on_rollout_error, print_pipeline_summary
-    from vroom_pipelines.pipeline import run_pipeline
-    from vroom_pipelines.progress import Progress
-    from vroom_rollout import as_promotion_hook, make_rollout
-
     settings = get_settings()
     with exit_on_error():
-        stack = up(settings)
-        console.print(status_table(stack))
-        version = champion_version(settings)
-        if version is None or retrain:
-            console.print(
-                "no champion yet: running the training pipeline"
-                if version is None
-                else "retraining as asked"
-            )
-            hook = as_promotion_hook(make_rollout(settings))
-            summary = run_pipeline(
-                settings, data_dir=data_dir, rollout=hook, progress=Progress.for_terminal()
-            )
-            print_pipeline_summary(summary, hook)
-            exit_on_rollout_error(hook, summary.promote.champion_version)
-            version = summary.promote.champion_version
+        version = ensure_champion(settings, data_dir, retrain)
         vehicle, predicted, served_version = sample_prediction(settings)
 
     table = Table(title="vroom-forecast is up", show_header=False, title_justify="left")
@@ -124,8 +129,11 @@ def run_command(
         f"vehicle {vehicle['vehicle_id']}: {predicted:.2f} reservations "
         f"(observed: {vehicle['num_reservations']}; served by v{served_version})",
     )
+    gateway = gateway_url(settings)
+    table.add_row("API (gateway)", gateway)
+    table.add_row("API docs", f"{gateway}/docs")
     table.add_row(
-        "predictor (OIP v2)", f"{settings.predictor_url} · gRPC :{settings.predictor_grpc_port}"
+        "predictor (OIP v2)", f"{settings.predictor_url} · gRPC {settings.predictor_grpc_target}"
     )
     table.add_row("MLflow UI", settings.mlflow_uri)
     table.add_row("Redis", settings.redis_url)

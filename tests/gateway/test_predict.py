@@ -108,7 +108,7 @@ def test_predict_id_equals_predict_on_its_raw_attributes(
 def test_predict_unknown_id_is_404(client: TestClient) -> None:
     response = client.post("/predict/id", json={"vehicle_id": 987654})
     assert response.status_code == 404
-    assert response.json() == {"detail": "vehicle 987654 not found"}
+    assert response.json() == {"detail": "vehicle 987654 not found in the online store"}
 
 
 def test_predict_id_must_be_positive(client: TestClient) -> None:

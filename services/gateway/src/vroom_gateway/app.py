@@ -1,39 +1,49 @@
-"""The app factory: routers, the one error handler, and the lifespan that opens the
-clients (one gRPC channel to the predictor, one pooled HTTP client of the feature
-service) and closes them at shutdown. Nothing is built at import time."""
+"""The app factory: routers, the one error handler, observability, and the lifespan that
+opens what the routes share (one gRPC channel to the predictor, one pooled HTTP client
+of the feature service, the database's session factory, one Redis pool) and closes it
+at shutdown. Nothing is built at import time."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI
 
 from vroom_common.http import install_error_handler
+from vroom_common.observability import install_observability
 from vroom_common.settings import Settings
-from vroom_gateway.clients import features as features_client
-from vroom_gateway.clients import predictor as predictor_client
+from vroom_db.session import create_schema, make_engine, make_session_factory
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
-from vroom_gateway.routes import health, model, predict
+from vroom_gateway.deps import Resources
+from vroom_gateway.metrics import ServedVersion
+from vroom_gateway.routes import benchmark, events, health, model, pipelines, predict, vehicles
+from vroom_gateway.runners import make_runner
 
 log = structlog.get_logger(__name__)
+
+#: Redis connect/read bounds: a request that publishes an event must not hang on a
+#: Redis that is down (SSE reads block longer, with their own per-call timeout).
+REDIS_SOCKET_TIMEOUT_S = 2.0
 
 
 def create_app(
     settings: Settings,
     *,
-    predictor_timeout_s: float = predictor_client.DEFAULT_TIMEOUT_S,
-    features_timeout_s: float = features_client.DEFAULT_TIMEOUT_S,
+    predictor_timeout_s: float | None = None,
+    features_timeout_s: float | None = None,
 ) -> FastAPI:
     """The gateway for ``settings``.
 
     Args:
-        settings: Where the predictor (``predictor_grpc_target``), the feature
-            service (``feature_service_url``) and MLflow are.
-        predictor_timeout_s: Deadline of each gRPC call to the predictor.
-        features_timeout_s: Timeout of each feature-service request.
+        settings: Where the predictor (``predictor_grpc_target``), the feature service
+            (``feature_service_url``), MLflow, Redis and the database are.
+        predictor_timeout_s: Deadline of each gRPC call to the predictor
+            (default ``settings.request_timeout_s``).
+        features_timeout_s: Timeout of each feature-service request (same default).
     """
 
     @asynccontextmanager
@@ -41,25 +51,47 @@ def create_app(
         predictor = PredictorClient(
             settings.predictor_grpc_target,
             settings.model_name,
-            timeout_s=predictor_timeout_s,
+            timeout_s=predictor_timeout_s or settings.request_timeout_s,
         )
-        features = FeatureServiceClient(settings.feature_service_url, timeout_s=features_timeout_s)
+        features = FeatureServiceClient(
+            settings.feature_service_url, timeout_s=features_timeout_s or settings.request_timeout_s
+        )
+        engine = make_engine(settings.database_url)
+        create_schema(engine)
+        redis_client = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
         await predictor.open()
         await features.open()
-        app.state.settings = settings
-        app.state.predictor = predictor
-        app.state.features = features
+        runner = make_runner(settings)
+        app.state.resources = Resources(
+            settings=settings,
+            predictor=predictor,
+            features=features,
+            sessions=make_session_factory(engine),
+            redis=redis_client,
+            metrics=metrics,
+            served_version=ServedVersion(metrics, settings.model_name),
+            runner=runner,
+        )
         log.info(
             "gateway started",
             predictor=predictor.target,
             feature_service=features.base_url,
             model_name=settings.model_name,
+            pipeline_runner=runner.name,
         )
         try:
             yield
         finally:
+            await runner.aclose()
             await features.close()
             await predictor.close()
+            await redis_client.aclose()
+            engine.dispose()
 
     app = FastAPI(
         title="vroom-forecast gateway",
@@ -69,6 +101,7 @@ def create_app(
         docs_url="/docs",
     )
     install_error_handler(app)
-    for module in (health, predict, model):
+    metrics = install_observability(app, "gateway")
+    for module in (health, predict, benchmark, vehicles, model, pipelines, events):
         app.include_router(module.router)
     return app

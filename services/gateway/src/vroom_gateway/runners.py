@@ -58,7 +58,6 @@ import structlog
 import urllib3
 from kubernetes import client as kube_client
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel
 from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
@@ -77,6 +76,7 @@ from vroom_common.errors import (
 )
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, DagId, PipelineCompleted
 from vroom_common.settings import Settings
+from vroom_gateway.schemas import TriggeredRun
 from vroom_rollout.kubernetes import load_api_client
 
 log = structlog.get_logger(__name__)
@@ -90,14 +90,6 @@ PIPELINE_COMMANDS: Final[dict[str, str]] = {
 RUN_ID_ENV: Final = "VROOM_DAG_RUN_ID"
 
 RunnerName = Literal["local", "kubernetes", "airflow"]
-
-
-class TriggeredRun(BaseModel):
-    """The answer of ``/materialize`` and ``/train``: which run was started."""
-
-    status: Literal["triggered"] = "triggered"
-    dag_id: str
-    dag_run_id: str
 
 
 @runtime_checkable
@@ -567,7 +559,7 @@ class KubernetesRunner:
             return Conflict(f"{what}: conflict (HTTP 409): {message}")
         return DependencyUnavailable("kubernetes", f"{what} failed (HTTP {status}): {message}")
 
-    def _trigger(self, dag_id: str) -> TriggeredRun:
+    def _trigger(self, dag_id: DagId) -> TriggeredRun:
         cronjob_name = self.cronjobs[dag_id]
         base = f"/apis/batch/v1/namespaces/{quote(self.namespace, safe='')}"
         cronjob = self._call(

@@ -4,9 +4,15 @@ version). The raw attributes (``VehicleFeatures``) and the batch limit live in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from vroom_common.events import DagId
+from vroom_common.schemas import VehicleFeatures, VehicleSource
+
+#: Most iterations one /benchmark request may ask for.
+MAX_BENCHMARK_ITERATIONS: Final = 100_000
 
 HealthStatus = Literal["ok", "loading", "no_model"]
 
@@ -44,3 +50,106 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float]
     params: dict[str, str]
     feature_importances: dict[str, float]
+
+
+class ReloadResult(BaseModel):
+    """``POST /reload``: the champion re-resolved and rolled out."""
+
+    status: Literal["reloaded", "unchanged"]
+    previous_version: str | None = Field(description="The version served before.")
+    current_version: str | None = Field(description="The version serving now.")
+
+
+# --- vehicles -----------------------------------------------------------------------------
+
+
+class SavedVehicleOut(BaseModel):
+    vehicle_id: int
+    status: Literal["saved"] = "saved"
+    event_published: bool = Field(
+        description="False when Redis was down: the vehicle is saved and the materializer's "
+        "reconciliation writes its features later."
+    )
+
+
+class DeletedVehicle(BaseModel):
+    status: Literal["deleted"] = "deleted"
+    vehicle_id: int
+
+
+class VehicleOut(VehicleFeatures):
+    """A stored vehicle: id, the six raw attributes, source and observed label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vehicle_id: int
+    source: VehicleSource
+    num_reservations: int | None = Field(
+        description="Observed reservations of a fleet vehicle; null for new arrivals."
+    )
+
+
+FeatureStoreName = Literal["offline", "online", "none"]
+
+
+class VehicleFeaturesOut(BaseModel):
+    """A vehicle's model features and where they were found (null features when none)."""
+
+    vehicle_id: int
+    technology: int | None
+    num_images: int | None
+    street_parked: int | None
+    description: int | None
+    price_diff: float | None
+    materialized: bool = Field(description="The features are in the offline or online store.")
+    store: FeatureStoreName
+
+
+# --- benchmarks -----------------------------------------------------------------------------
+
+
+def _iterations() -> Any:
+    return Field(
+        default=1000,
+        ge=1,
+        le=MAX_BENCHMARK_ITERATIONS,
+        description=f"Iterations to run (1..{MAX_BENCHMARK_ITERATIONS}); the time budget may "
+        "stop the loop earlier.",
+    )
+
+
+class BenchmarkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vehicle: VehicleFeatures
+    n_iterations: int = _iterations()
+
+
+class BenchmarkIdRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vehicle_id: int = Field(gt=0, description="A vehicle id (> 0).")
+    n_iterations: int = _iterations()
+
+
+class BenchmarkResult(BaseModel):
+    n_iterations: int = Field(description="Iterations that ran (fewer when the budget ran out).")
+    avg_latency_ms: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    p99_latency_ms: float
+    model_version: str
+    source: Literal["raw", "online_store"]
+    avg_features_ms: float
+    avg_predict_ms: float
+
+
+# --- pipelines --------------------------------------------------------------------------------
+
+
+class TriggeredRun(BaseModel):
+    """A pipeline run was started; its end arrives as a pipeline-completed event."""
+
+    status: Literal["triggered"] = "triggered"
+    dag_id: DagId
+    dag_run_id: str

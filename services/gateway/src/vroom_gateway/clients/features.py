@@ -10,8 +10,17 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from vroom_common.errors import DependencyUnavailable, InvalidInput
-from vroom_common.schemas import FeatureMatrix, OnlineFeatures, VehicleFeatures
+from vroom_common.errors import DependencyUnavailable, InvalidInput, NotFound
+from vroom_common.observability import REQUEST_ID_HEADER, current_request_id
+from vroom_common.schemas import (
+    FeatureMatrix,
+    OfflineFeatureRow,
+    OfflineFeatures,
+    OnlineDeletion,
+    OnlineFeatures,
+    StoresInfo,
+    VehicleFeatures,
+)
 from vroom_features import FEATURE_NAMES
 
 #: The dependency name in error messages.
@@ -55,9 +64,13 @@ class FeatureServiceClient:
             raise DependencyUnavailable(FEATURE_SERVICE, "the HTTP client is not open")
         return self._client
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request with the caller's request id; errors by meaning. Not retried:
+        the pool reconnects by itself and the deadline is short."""
+        request_id = current_request_id()
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
         try:
-            response = await self.client.post(path, json=body)
+            response = await self.client.request(method, path, json=body, headers=headers)
         except httpx.TransportError as exc:
             raise DependencyUnavailable(
                 FEATURE_SERVICE, f"{self.base_url}{path}: {type(exc).__name__} {exc}".strip()
@@ -67,9 +80,14 @@ class FeatureServiceClient:
                 FEATURE_SERVICE,
                 f"{self.base_url}{path}: {response.status_code} {_detail(response)}",
             )
+        if response.status_code == 404:
+            raise NotFound(_detail(response))
         if response.status_code >= 400:
             raise InvalidInput(f"the feature service refused the input: {_detail(response)}")
         return response.json()
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._call("POST", path, body)
 
     async def compute(self, vehicles: Sequence[VehicleFeatures]) -> npt.NDArray[np.float32]:
         """Features of the vehicles' raw attributes: ``[N, 5]`` float32, contract order."""
@@ -86,6 +104,27 @@ class FeatureServiceClient:
         """The online store's features of these vehicles (and the ids it does not hold)."""
         body = {"vehicle_ids": list(vehicle_ids)}
         return OnlineFeatures.model_validate(await self._post("/v1/features/online", body))
+
+    async def offline(self) -> OfflineFeatures:
+        """Every row of the offline store (``available: false`` when it has none)."""
+        return OfflineFeatures.model_validate(await self._call("GET", "/v1/features/offline"))
+
+    async def offline_row(self, vehicle_id: int) -> OfflineFeatureRow | None:
+        """One vehicle's offline row; ``None`` when the offline store does not hold it."""
+        try:
+            body = await self._call("GET", f"/v1/features/offline/{vehicle_id}")
+        except NotFound:
+            return None
+        return OfflineFeatureRow.model_validate(body)
+
+    async def delete_online(self, vehicle_id: int) -> OnlineDeletion:
+        """Remove a vehicle's features from the online store (idempotent)."""
+        body = await self._call("DELETE", f"/v1/features/online/{vehicle_id}")
+        return OnlineDeletion.model_validate(body)
+
+    async def stores(self) -> StoresInfo:
+        """The offline and online stores' state and the feature view's facts."""
+        return StoresInfo.model_validate(await self._call("GET", "/v1/stores"))
 
     async def is_ready(self) -> bool:
         """``GET /readyz`` answers 200 (Redis up, feature view registered)."""

@@ -21,6 +21,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput, ModelNotReady, VroomError
+from vroom_common.observability import REQUEST_ID_METADATA, current_request_id
 from vroom_features import FEATURE_NAMES
 from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES, OUTPUT_NAME
 
@@ -118,10 +119,12 @@ class PredictorClient:
         return DependencyUnavailable(PREDICTOR, f"{self.target}: {code.name} {details}".strip())
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        request_id = current_request_id()
+        metadata = ((REQUEST_ID_METADATA, request_id),) if request_id else None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 response: pb.ModelInferResponse = await self.stub.ModelInfer(
-                    request, timeout=self.timeout_s
+                    request, timeout=self.timeout_s, metadata=metadata
                 )
                 return response
             except grpc.aio.AioRpcError as error:

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 
 from vroom_common.errors import DependencyUnavailable, ModelNotReady, VroomError
 from vroom_features.contract import N_FEATURES
-from vroom_gateway.deps import FeaturesDep, PredictorDep, SettingsDep
+from vroom_gateway.deps import Resources, ResourcesDep
 from vroom_gateway.schemas import Health, HealthStatus
 
 router = APIRouter(tags=["health"])
@@ -20,13 +20,12 @@ log = structlog.get_logger(__name__)
 _PROBE = np.zeros((1, N_FEATURES), dtype=np.float32)
 
 
-@router.get("/health")
-async def health(settings: SettingsDep, predictor: PredictorDep, features: FeaturesDep) -> Health:
+async def current_health(resources: Resources) -> Health:
     """Status from a one-row probe inference over gRPC: it answers with the version
     serving right now (exact across reloads), "not ready" (``no_model``) or nothing
-    (``loading``). Never fails: every problem is a status."""
+    (``loading``). Never raises: every problem is a status."""
     probe, feast_online = await asyncio.gather(
-        predictor.predict(_PROBE), features.is_ready(), return_exceptions=True
+        resources.predictor.predict(_PROBE), resources.features.is_ready(), return_exceptions=True
     )
     status: HealthStatus
     version: str | None = None
@@ -40,6 +39,8 @@ async def health(settings: SettingsDep, predictor: PredictorDep, features: Featu
         status = "loading"
     else:
         status, version = "ok", probe.model_version
+        resources.served_version.record(version)
+    settings = resources.settings
     return Health(
         status=status,
         model_name=settings.model_name,
@@ -47,3 +48,9 @@ async def health(settings: SettingsDep, predictor: PredictorDep, features: Featu
         mlflow_uri=settings.mlflow_uri,
         feast_online=feast_online is True,
     )
+
+
+@router.get("/health")
+async def health(resources: ResourcesDep) -> Health:
+    """Model status and version, MLflow URI, feature-service readiness. Always 200."""
+    return await current_health(resources)

@@ -6,19 +6,23 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Body
 
 from vroom_common.errors import NotFound
 from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
 from vroom_features import FEATURE_NAMES
+from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import Prediction
-from vroom_gateway.deps import FeaturesDep, PredictorDep
+from vroom_gateway.deps import Resources, ResourcesDep
 from vroom_gateway.schemas import BatchPredictions, PredictionOut, VehicleIdRequest
 
 router = APIRouter(tags=["predict"])
 
 
-def _outputs(prediction: Prediction) -> list[PredictionOut]:
+def outputs(resources: Resources, prediction: Prediction) -> list[PredictionOut]:
+    """The API's predictions (2 decimals) with the version that computed them."""
+    resources.served_version.record(prediction.model_version)
     return [
         PredictionOut(
             predicted_reservations=round(value, 2), model_version=prediction.model_version
@@ -27,13 +31,21 @@ def _outputs(prediction: Prediction) -> list[PredictionOut]:
     ]
 
 
+async def online_matrix(features: FeatureServiceClient, vehicle_id: int) -> npt.NDArray[np.float32]:
+    """One vehicle's features from the online store as a ``[1, 5]`` row; 404 when the
+    store does not hold them (unknown vehicle, or not materialized yet)."""
+    online = await features.online([vehicle_id])
+    if not online.found:
+        raise NotFound(f"vehicle {vehicle_id} not found in the online store")
+    row = online.found[0]
+    return np.asarray([[float(getattr(row, name)) for name in FEATURE_NAMES]], dtype=np.float32)
+
+
 @router.post("/predict")
-async def predict(
-    vehicle: VehicleFeatures, features: FeaturesDep, predictor: PredictorDep
-) -> PredictionOut:
+async def predict(vehicle: VehicleFeatures, resources: ResourcesDep) -> PredictionOut:
     """Predicted reservations for one vehicle's raw attributes."""
-    matrix = await features.compute([vehicle])
-    return _outputs(await predictor.predict(matrix))[0]
+    matrix = await resources.features.compute([vehicle])
+    return outputs(resources, await resources.predictor.predict(matrix))[0]
 
 
 @router.post("/predict/batch")
@@ -45,24 +57,19 @@ async def predict_batch(
             description=f"0 to {MAX_BATCH_VEHICLES} vehicles' raw attributes.",
         ),
     ],
-    features: FeaturesDep,
-    predictor: PredictorDep,
+    resources: ResourcesDep,
 ) -> BatchPredictions:
     """Predictions for up to 1000 vehicles, in the order given."""
     if not vehicles:
         return BatchPredictions(predictions=[])
-    matrix = await features.compute(vehicles)
-    return BatchPredictions(predictions=_outputs(await predictor.predict(matrix)))
+    matrix = await resources.features.compute(vehicles)
+    return BatchPredictions(
+        predictions=outputs(resources, await resources.predictor.predict(matrix))
+    )
 
 
 @router.post("/predict/id")
-async def predict_by_id(
-    body: VehicleIdRequest, features: FeaturesDep, predictor: PredictorDep
-) -> PredictionOut:
+async def predict_by_id(body: VehicleIdRequest, resources: ResourcesDep) -> PredictionOut:
     """Predicted reservations for a known vehicle, from its online-store features."""
-    online = await features.online([body.vehicle_id])
-    if not online.found:
-        raise NotFound(f"vehicle {body.vehicle_id} not found")
-    row = online.found[0]
-    matrix = np.asarray([[float(getattr(row, name)) for name in FEATURE_NAMES]], dtype=np.float32)
-    return _outputs(await predictor.predict(matrix))[0]
+    matrix = await online_matrix(resources.features, body.vehicle_id)
+    return outputs(resources, await resources.predictor.predict(matrix))[0]
