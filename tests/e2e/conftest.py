@@ -1,0 +1,137 @@
+"""The whole local stack, started the way ``vroom run`` starts it, on free ports.
+
+One stack for the package: Redis, MLflow, the predictor, the feature service, the
+materializer and the gateway under supervisord, in a temporary state directory, with
+a champion trained on the real data set when it is present (a synthetic fleet
+otherwise). Tests talk to the gateway over HTTP only.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, connect_sse
+
+from tests.conftest import free_ports
+from tests.realdata import REAL_DATA_DIR
+from vroom_cli.run import ensure_champion, gateway_url
+from vroom_cli.stack import down
+from vroom_common.errors import VroomError
+from vroom_common.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    url: str
+    champion_version: str
+    real_data: bool
+
+    def client(self, timeout: float = 30.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+def stack_settings(state_dir: Path) -> Settings:
+    redis, mlflow, gateway, rest, grpc, features = free_ports(6)
+    return Settings(
+        state_dir=state_dir,
+        host="127.0.0.1",
+        redis_port=redis,
+        mlflow_port=mlflow,
+        gateway_port=gateway,
+        predictor_http_port=rest,
+        predictor_grpc_port=grpc,
+        feature_service_port=features,
+        # Explicit, so VROOM_* URLs in the environment cannot redirect the tests.
+        redis_url=f"redis://127.0.0.1:{redis}/0",
+        mlflow_uri=f"http://127.0.0.1:{mlflow}",
+        predictor_url=f"http://127.0.0.1:{rest}",
+        predictor_grpc_target=f"127.0.0.1:{grpc}",
+        feature_service_url=f"http://127.0.0.1:{features}",
+        benchmark_budget_s=2.0,  # the fuzzer may ask for 100,000 iterations
+        sse_keepalive_s=1.0,
+    )
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    settings = stack_settings(tmp_path_factory.mktemp("e2e") / "state")
+    real_data = (REAL_DATA_DIR / "vehicles.csv").is_file()
+    try:
+        version = ensure_champion(settings, REAL_DATA_DIR if real_data else None)
+    except VroomError as error:
+        down(settings)
+        pytest.fail(f"could not start the stack: {error.message}", pytrace=False)
+    try:
+        yield Stack(settings, gateway_url(settings), version, real_data)
+    finally:
+        down(settings)
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as client:
+        yield client
+
+
+class Listener:
+    """An SSE connection read by a background thread. ``__enter__`` returns once the
+    response headers arrived (the server has pinned the stream cursor by then), so what
+    happens afterwards is received."""
+
+    def __init__(self, url: str, path: str, last_event_id: str | None = None) -> None:
+        self.url, self.path = url, path
+        self.headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        self.events: queue.Queue[ServerSentEvent] = queue.Queue()
+        self.comments = 0
+        self._connected = threading.Event()
+        self._client = httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, read=None))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            with connect_sse(self._client, "GET", self.path, headers=self.headers) as source:
+                source.response.raise_for_status()
+                self._connected.set()
+                for event in source.iter_sse():
+                    self.events.put(event)
+        except BaseException as exc:
+            self.error = exc
+            self._connected.set()
+
+    def __enter__(self) -> Listener:
+        self._thread.start()
+        if not self._connected.wait(30) or self.error is not None:
+            raise AssertionError(f"could not connect to {self.path}: {self.error!r}")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._client.close()
+        self._thread.join(5)
+
+    def wait_for(
+        self, match: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
+    ) -> tuple[ServerSentEvent, dict[str, Any]]:
+        """The next message whose JSON payload matches (earlier ones are dropped)."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            payload = json.loads(event.data)
+            if match(payload):
+                return event, payload
+        raise AssertionError(f"no matching event on {self.path} within {timeout_s:g} s")

@@ -1,0 +1,164 @@
+"""Whole-system flows over HTTP: a new arrival from save to prediction, SSE resume, a
+training run that promotes a new model while traffic flows."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.e2e.conftest import Listener, Stack
+from tests.e2e.test_api import VEHICLE
+from vroom_common.events import DAG_PIPELINE
+from vroom_common.registry import ALIAS_CHAMPION
+
+pytestmark = pytest.mark.integration
+
+
+def test_new_arrival_is_materialized_predicted_and_deleted(api: httpx.Client, stack: Stack) -> None:
+    with Listener(stack.url, "/vehicles/events") as events:
+        saved = api.post("/vehicles", json=VEHICLE).json()
+        assert saved["status"] == "saved"
+        assert saved["event_published"] is True
+        vehicle_id = saved["vehicle_id"]
+        _event, payload = events.wait_for(lambda p: p.get("vehicle_id") == vehicle_id)
+    assert payload == {"type": "vehicle-materialized", "vehicle_id": vehicle_id}
+
+    by_id = api.post("/predict/id", json={"vehicle_id": vehicle_id}).json()
+    assert by_id == api.post("/predict", json=VEHICLE).json()
+    features = api.get(f"/vehicles/{vehicle_id}/features").json()
+    assert features["store"] == "online"
+    assert features["price_diff"] == pytest.approx(-5.0)
+    listed = {v["vehicle_id"]: v for v in api.get("/vehicles").json()}
+    assert listed[vehicle_id]["source"] == "ui"
+    assert listed[vehicle_id]["num_reservations"] is None
+
+    assert api.delete(f"/vehicles/{vehicle_id}").json() == {
+        "status": "deleted",
+        "vehicle_id": vehicle_id,
+    }
+    assert api.post("/predict/id", json={"vehicle_id": vehicle_id}).status_code == 404
+    assert api.get(f"/vehicles/{vehicle_id}/features").status_code == 404
+    assert api.delete(f"/vehicles/{vehicle_id}").status_code == 404
+    fleet_delete = api.delete("/vehicles/1")
+    assert fleet_delete.status_code == 404
+    assert "fleet vehicle" in fleet_delete.json()["detail"]
+    assert api.get("/vehicles/1/features").status_code == 200
+
+
+def test_sse_resumes_after_last_event_id(api: httpx.Client, stack: Stack) -> None:
+    with Listener(stack.url, "/vehicles/events") as events:
+        first = api.post("/vehicles", json=VEHICLE).json()["vehicle_id"]
+        seen, _ = events.wait_for(lambda p: p["vehicle_id"] == first)
+    assert seen.id
+    # Disconnected: these happen while no client listens.
+    missed = [api.post("/vehicles", json=VEHICLE).json()["vehicle_id"] for _ in range(3)]
+    with Listener(stack.url, "/vehicles/events", last_event_id=seen.id) as resumed:
+        got = [
+            resumed.wait_for(lambda p: p["vehicle_id"] in missed)[1]["vehicle_id"] for _ in missed
+        ]
+    assert sorted(got) == sorted(missed)
+    bad = api.get("/vehicles/events", headers={"Last-Event-ID": "not-an-id"})
+    assert bad.status_code == 422
+    assert "Last-Event-ID" in bad.text
+
+
+def test_sse_sends_keep_alive_comments(stack: Stack) -> None:
+    comments = 0
+    with (
+        httpx.Client(base_url=stack.url, timeout=10) as client,
+        client.stream("GET", "/pipelines/events") as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                comments += 1
+            if comments == 2:
+                break
+    assert comments == 2
+
+
+def test_events_send_health_on_connect(stack: Stack) -> None:
+    with Listener(stack.url, "/events") as events:
+        _event, payload = events.wait_for(lambda _payload: True, timeout_s=10)
+    assert payload == {
+        "type": "health-changed",
+        "status": "ok",
+        "model_version": stack.champion_version,
+    }
+
+
+def _traffic(url: str, stop: threading.Event, outcomes: Counter[str], versions: set[str]) -> None:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while not stop.is_set():
+            try:
+                response = client.post("/predict", json=VEHICLE)
+            except httpx.HTTPError as exc:
+                outcomes[type(exc).__name__] += 1
+                continue
+            outcomes[str(response.status_code)] += 1
+            if response.status_code == 200:
+                versions.add(response.json()["model_version"])
+
+
+def test_train_promotes_and_rolls_out_under_traffic(api: httpx.Client, stack: Stack) -> None:
+    """/train runs the pipeline in the background; the new candidate beats a champion
+    whose score we made worse, so it is promoted and hot-reloaded while four clients
+    keep predicting: no request fails, and clients see the new version."""
+    settings = stack.settings
+    mlflow = MlflowClient(settings.mlflow_uri)
+    champion = mlflow.get_model_version_by_alias(settings.model_name, ALIAS_CHAMPION)
+    mlflow.log_metric(str(champion.run_id), "cv_mae_mean", 99.0)  # make it beatable
+
+    stop = threading.Event()
+    outcomes: Counter[str] = Counter()
+    versions: set[str] = set()
+    clients = [
+        threading.Thread(target=_traffic, args=(stack.url, stop, outcomes, versions))
+        for _ in range(4)
+    ]
+    with (
+        Listener(stack.url, "/pipelines/events") as pipelines,
+        Listener(stack.url, "/events") as health,
+    ):
+        for thread in clients:
+            thread.start()
+        try:
+            triggered = api.post("/train")
+            assert triggered.status_code == 200, triggered.text
+            run = triggered.json()
+            assert run["status"] == "triggered"
+            assert run["dag_id"] == DAG_PIPELINE
+            second = api.post("/train")
+            assert second.status_code == 409
+            assert run["dag_run_id"] in second.json()["detail"]
+
+            _e, done = pipelines.wait_for(
+                lambda p: p["dag_run_id"] == run["dag_run_id"], timeout_s=600
+            )
+            assert done == {
+                "type": "pipeline-completed",
+                "dag_id": DAG_PIPELINE,
+                "dag_run_id": run["dag_run_id"],
+                "state": "success",
+            }
+            new_version = mlflow.get_model_version_by_alias(
+                settings.model_name, ALIAS_CHAMPION
+            ).version
+            assert str(new_version) != stack.champion_version
+            _e, changed = health.wait_for(
+                lambda p: p["model_version"] == str(new_version), timeout_s=120
+            )
+            assert changed["status"] == "ok"
+            time.sleep(1.0)  # traffic after the swap
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(15)
+    assert set(outcomes) == {"200"}, outcomes
+    assert outcomes["200"] > 100
+    assert str(new_version) in versions
+    assert api.get("/health").json()["model_version"] == str(new_version)
