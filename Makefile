@@ -7,10 +7,10 @@ UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV
 
-.PHONY: help setup run test lint format up down status
+.PHONY: help setup run test lint format up down status bench
 
 help:
-	@echo "targets: setup run test lint format up down status (make run DATA_DIR=../shared/data)"
+	@echo "targets: setup run test lint format up down status bench (make run|bench DATA_DIR=../shared/data)"
 
 setup:  ## install uv (if missing), the locked dependencies and a Redis server
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -40,3 +40,8 @@ status:
 # The main job: the local stack with a trained champion (synthetic fleet unless DATA_DIR).
 run: setup
 	$(UV) run vroom run $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+# Load benchmark with hey (installed on first use): the stack with a champion, then
+# /predict, /predict/id and /predict/batch; table + JSON in .vroom/bench/.
+bench: setup
+	$(UV) run vroom bench $(if $(DATA_DIR),--data-dir $(DATA_DIR))

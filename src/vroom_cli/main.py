@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from vroom_cli import run, stack
+from vroom_cli import bench, run, stack
 from vroom_common.logs import configure_logging
 from vroom_common.settings import get_settings
 from vroom_pipelines import cli as pipelines
@@ -28,3 +28,4 @@ stack.register(app)
 # pipeline commands are registered below
 pipelines.register(app)
 run.register(app)
+bench.register(app)
