@@ -74,11 +74,15 @@ spec:
       env:
         {{- include "vroom.env.redis" $root | nindent 8 }}
         {{- include "vroom.env.mlflow" $root | nindent 8 }}
+        - name: HOME
+          value: /tmp
       resources:
         requests: {cpu: 10m, memory: 32Mi}
         limits: {cpu: 100m, memory: 128Mi}
       securityContext:
         {{- include "vroom.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        {{- include "vroom.tmpMount" $root | nindent 8 }}
   containers:
     - name: pipeline
       image: {{ include "vroom.image" $c }}
