@@ -106,7 +106,8 @@ class Listener:
                 source.response.raise_for_status()
                 self._connected.set()
                 for event in source.iter_sse():
-                    self.events.put(event)
+                    if event.data:  # keep-alives are comments, not messages
+                        self.events.put(event)
         except BaseException as exc:
             self.error = exc
             self._connected.set()

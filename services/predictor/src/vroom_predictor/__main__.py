@@ -8,9 +8,11 @@ resolves ``models:/<name>@champion`` through MLflow and hot-reloads on promotion
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from kserve import ModelServer
+from kserve.logging import KSERVE_LOGGER_NAME
 from kserve.model_server import parser as kserve_parser
 
 from vroom_common.logs import configure_logging
@@ -56,6 +58,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     return parser
 
 
+def _drop_per_call_logs(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("grpc method:")
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     args = build_parser(settings).parse_args(argv)
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         enable_grpc=args.enable_grpc,
         registered_models=repository,
     )
+    # KServe logs every gRPC call at INFO ("grpc method: ..."): a log line per
+    # prediction costs more than the inference. Drop those, keep the rest.
+    logging.getLogger(KSERVE_LOGGER_NAME).addFilter(_drop_per_call_logs)
     server.dataplane = VersionedDataPlane(model, repository)
     server.model_repository_extension = RepositoryExtension(repository)
     if args.redis_url and args.model_dir is None:

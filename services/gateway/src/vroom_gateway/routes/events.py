@@ -12,6 +12,7 @@ continue) until Redis answers again.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Final
 
@@ -63,7 +64,8 @@ async def stream_tail(client: aioredis.Redis, stream: Stream) -> str:
 
 
 def message(payload: Payload, entry_id: str | None) -> ServerSentEvent:
-    return ServerSentEvent(data=payload, id=entry_id)
+    """One SSE message: ``id:`` the stream entry id, ``data:`` the payload as JSON."""
+    return ServerSentEvent(data=json.dumps(payload, separators=(",", ":")), id=entry_id)
 
 
 async def follow(
