@@ -20,6 +20,7 @@ setup:  ## install uv (if missing), the locked dependencies and a Redis server
 	scripts/ensure-redis.sh
 
 test: setup  ## the test suite (starts its own Redis and MLflow)
+	scripts/ensure-hey.sh
 	$(UV) run pytest
 
 lint:
