@@ -12,9 +12,15 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Upper bounds keep every value finite and exact through the model's float32 tensor
+#: (and inside a 64-bit database integer): far above any real listing, they only
+#: refuse input that would overflow.
+MAX_PRICE: Final = 1_000_000.0
+MAX_COUNT: Final = 1_000_000
+
 Binary = Annotated[int, Field(ge=0, le=1)]
-Count = Annotated[int, Field(ge=0)]
-Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Price = Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)]
 
 #: Where a vehicle came from: the observed fleet (training data) or a new arrival.
 VehicleSource = Literal["csv", "ui"]
@@ -26,11 +32,13 @@ class VehicleFeatures(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     technology: Binary = Field(description="Instant-booking tech package installed (0 or 1).")
-    actual_price: Price = Field(description="Daily price set by the host (> 0).")
-    recommended_price: Price = Field(description="Market price recommended by the platform (> 0).")
-    num_images: Count = Field(description="Photos on the listing (>= 0).")
+    actual_price: Price = Field(description="Daily price set by the host (> 0, <= 1e6).")
+    recommended_price: Price = Field(
+        description="Market price recommended by the platform (> 0, <= 1e6)."
+    )
+    num_images: Count = Field(description="Photos on the listing (0 to 1e6).")
     street_parked: Binary = Field(description="Vehicle is parked on the street (0 or 1).")
-    description: Count = Field(description="Character count of the listing description (>= 0).")
+    description: Count = Field(description="Character count of the listing description (0 to 1e6).")
 
 
 #: The raw attribute names, in declaration order.

@@ -37,8 +37,16 @@ class BatchPredictions(BaseModel):
     predictions: list[PredictionOut]
 
 
+#: Vehicle ids are positive 64-bit integers (the database's and Feast's key type).
+MAX_VEHICLE_ID: Final = 2**63 - 1
+
+
+def _vehicle_id() -> Any:
+    return Field(gt=0, le=MAX_VEHICLE_ID, description="A vehicle id (> 0, a 64-bit integer).")
+
+
 class VehicleIdRequest(BaseModel):
-    vehicle_id: int = Field(gt=0, description="A vehicle id (> 0).")
+    vehicle_id: int = _vehicle_id()
 
 
 class ModelInfo(BaseModel):
@@ -128,7 +136,7 @@ class BenchmarkRequest(BaseModel):
 class BenchmarkIdRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    vehicle_id: int = Field(gt=0, description="A vehicle id (> 0).")
+    vehicle_id: int = _vehicle_id()
     n_iterations: int = _iterations()
 
 

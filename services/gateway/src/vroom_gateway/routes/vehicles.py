@@ -26,6 +26,7 @@ from vroom_db.vehicles import insert_vehicle, publish_vehicle_saved_async
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.deps import FeaturesDep, RedisDep, SessionsDep, SettingsDep
 from vroom_gateway.schemas import (
+    MAX_VEHICLE_ID,
     DeletedVehicle,
     FeatureStoreName,
     SavedVehicleOut,
@@ -35,7 +36,9 @@ from vroom_gateway.schemas import (
 
 router = APIRouter(tags=["vehicles"])
 
-VehicleId = Annotated[int, Path(gt=0, lt=2**63, description="A vehicle id (> 0).")]
+VehicleId = Annotated[
+    int, Path(gt=0, le=MAX_VEHICLE_ID, description="A vehicle id (> 0, a 64-bit integer).")
+]
 
 #: Online lookups per feature-service call when listing everyone's features.
 _ONLINE_CHUNK: Final = MAX_BATCH_VEHICLES
