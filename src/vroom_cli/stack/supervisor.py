@@ -100,6 +100,21 @@ def _env_line(env: dict[str, str]) -> str:
     return ",".join(f"{key}={quote(value)}" for key, value in sorted(env.items()))
 
 
+#: Variables that belong to the process that set them, never to the services: importing
+#: Feast points prometheus_client at a temporary directory of the importing process
+#: (removed when it exits), and services inheriting it fail on every new metric series.
+_PROCESS_LOCAL_ENV: Final = (
+    "PROMETHEUS_MULTIPROC_DIR",
+    "PROMETHEUS_MULTIPROCESS_DIR",
+    "prometheus_multiproc_dir",
+)
+
+
+def inheritable_env() -> dict[str, str]:
+    """This process's environment minus what must not outlive it (see above)."""
+    return {k: v for k, v in os.environ.items() if k not in _PROCESS_LOCAL_ENV}
+
+
 def render_config(
     settings: Settings, paths: SupervisorPaths, programs: Sequence[tuple[ServiceSpec, list[str]]]
 ) -> str:
@@ -258,6 +273,7 @@ class Supervisor:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.settings.state_dir,
+                env=inheritable_env(),
                 timeout=timeout,
                 check=False,
             )

@@ -10,6 +10,12 @@ from typing import Literal
 import structlog
 
 
+def _keep(
+    _logger: object, _name: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    return event
+
+
 def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO"
 ) -> None:
@@ -44,8 +50,17 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
+    # Records from stdlib loggers (uvicorn, KServe...) get the same processors; their
+    # tracebacks are rendered into the line (JSON cannot hold a traceback object).
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info if use_json else _keep,
+                renderer,
+            ],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
