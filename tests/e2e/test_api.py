@@ -11,18 +11,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Stack
 from tests.realdata import REAL_DATA_DIR
+from vroom_cli.bench import SAMPLE_VEHICLE
 from vroom_common.schemas import RAW_ATTRIBUTES
 
 pytestmark = pytest.mark.integration
 
-VEHICLE = {
-    "technology": 1,
-    "actual_price": 45.0,
-    "recommended_price": 50.0,
-    "num_images": 8,
-    "street_parked": 0,
-    "description": 250,
-}
+#: The vehicle the load benchmark sends, a valid VehicleFeatures body.
+VEHICLE = SAMPLE_VEHICLE
 
 
 def fleet(api: httpx.Client) -> list[dict[str, Any]]:

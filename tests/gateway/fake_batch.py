@@ -10,18 +10,15 @@ the path's, and a name already taken answers ``409``. ``fail`` makes one request
 from __future__ import annotations
 
 import copy
-import json
 import re
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from tests.rollout.fake_kube import Recorded
+from tests.fake_http import Recorded, serve_json
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -202,42 +199,8 @@ class FakeBatch:
         }
 
 
-def _handler(fake: FakeBatch) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            query = parse_qs(parts.query)
-            fake.requests.append(Recorded(self.command, parts.path, query, headers, body))
-            status, answer = fake.handle(self.command, parts.path, query, body)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @contextmanager
 def serve(fake: FakeBatch) -> Iterator[FakeBatch]:
     """Run ``fake`` on a free loopback port (``fake.url``) for the block."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_json(fake, lambda r: fake.handle(r.method, r.path, r.query, r.body)) as served:
+        yield served

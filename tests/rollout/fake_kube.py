@@ -10,14 +10,13 @@ to report ``Ready`` only after some GETs following a spec change
 from __future__ import annotations
 
 import copy
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.fake_http import Recorded, serve_json
 
 ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices/{name}"
 
@@ -30,16 +29,6 @@ _REASONS = {
     422: "Invalid",
     500: "InternalError",
 }
-
-
-@dataclass(frozen=True)
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    """Header names in lower case."""
-    body: Any
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -185,43 +174,8 @@ class FakeKube:
         }
 
 
-def _handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            fake.requests.append(
-                Recorded(self.command, parts.path, parse_qs(parts.query), headers, body)
-            )
-            status, answer = fake.handle(self.command, parts.path, body, headers)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_PATCH = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @contextmanager
 def serve(fake: FakeKube) -> Iterator[FakeKube]:
     """Run ``fake`` on a free loopback port (``fake.url``) for the block."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_json(fake, lambda r: fake.handle(r.method, r.path, r.body, r.headers)) as served:
+        yield served

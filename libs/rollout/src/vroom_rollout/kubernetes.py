@@ -120,7 +120,7 @@ def _describe(condition: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def _api_message(exc: ApiException) -> str:
+def api_message(exc: ApiException) -> str:
     """The ``message`` of the Kubernetes ``Status`` body, else the HTTP reason."""
     try:
         body = json.loads(exc.body or "")
@@ -175,7 +175,7 @@ class KubernetesRollout:
         return answer
 
     def _error(self, verb: str, exc: ApiException) -> VroomError:
-        message = _api_message(exc)
+        message = api_message(exc)
         status = exc.status
         if status == 404:
             return NotFound(

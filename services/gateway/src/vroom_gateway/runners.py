@@ -77,7 +77,7 @@ from vroom_common.errors import (
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, DagId, PipelineCompleted
 from vroom_common.settings import Settings
 from vroom_gateway.schemas import TriggeredRun
-from vroom_rollout.kubernetes import load_api_client
+from vroom_rollout.kubernetes import api_message, load_api_client
 
 log = structlog.get_logger(__name__)
 
@@ -452,17 +452,6 @@ def job_from_cronjob(
     }
 
 
-def _kube_message(exc: ApiException) -> str:
-    """The ``message`` of the Kubernetes ``Status`` body, else the HTTP reason."""
-    try:
-        body = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return str(exc.reason or exc.status)
-
-
 class KubernetesRunner:
     """Pipelines as Kubernetes Jobs made from the chart's suspended CronJobs.
 
@@ -546,7 +535,7 @@ class KubernetesRunner:
         return answer
 
     def _error(self, what: str, rbac: str, exc: ApiException) -> VroomError:
-        message = _kube_message(exc)
+        message = api_message(exc)
         status = exc.status
         if status == 404:
             return NotFound(f"{what}: not found (HTTP 404): {message}")
