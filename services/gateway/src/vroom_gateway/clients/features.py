@@ -15,11 +15,12 @@ from typing import Any, Final
 import aiohttp
 import numpy as np
 import numpy.typing as npt
+import orjson
+from pydantic import TypeAdapter
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput, NotFound
 from vroom_common.observability import REQUEST_ID_HEADER, current_request_id
 from vroom_common.schemas import (
-    FeatureMatrix,
     OfflineFeatureRow,
     OfflineFeatures,
     OnlineDeletion,
@@ -32,6 +33,8 @@ from vroom_features import FEATURE_NAMES
 #: The dependency name in error messages.
 FEATURE_SERVICE: Final = "feature service"
 DEFAULT_TIMEOUT_S: Final = 2.0
+_VEHICLES: Final = TypeAdapter(list[VehicleFeatures])
+
 #: Connections kept to the feature service.
 POOL_SIZE: Final = 100
 
@@ -78,13 +81,17 @@ class FeatureServiceClient:
             raise DependencyUnavailable(FEATURE_SERVICE, "the HTTP client is not open")
         return self._session
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
         """One request with the caller's request id; errors by meaning. Not retried:
-        the pool reconnects by itself and the deadline is short."""
+        the pool reconnects by itself and the deadline is short. ``body`` is JSON-able,
+        or ``bytes`` already encoded as JSON."""
         request_id = current_request_id()
-        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        headers = {"Content-Type": "application/json"}
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
+        data = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
         try:
-            async with self.session.request(method, path, json=body, headers=headers) as response:
+            async with self.session.request(method, path, data=data, headers=headers) as response:
                 status, payload = response.status, await response.read()
         except TimeoutError as exc:
             raise DependencyUnavailable(
@@ -102,21 +109,36 @@ class FeatureServiceClient:
             raise NotFound(_detail(payload))
         if status >= 400:
             raise InvalidInput(f"the feature service refused the input: {_detail(payload)}")
-        return json.loads(payload)
+        return orjson.loads(payload)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+    async def _post(self, path: str, body: Any) -> Any:
         return await self._call("POST", path, body)
 
     async def compute(self, vehicles: Sequence[VehicleFeatures]) -> npt.NDArray[np.float32]:
         """Features of the vehicles' raw attributes: ``[N, 5]`` float32, contract order."""
-        body = {"vehicles": [v.model_dump() for v in vehicles]}
-        matrix = FeatureMatrix.model_validate(await self._post("/v1/features/compute", body))
-        if tuple(matrix.feature_names) != tuple(FEATURE_NAMES):
+        # Encoded in one call (pydantic-core), not model by model: 1,000 vehicles cost
+        # a few hundred microseconds instead of milliseconds.
+        body = b'{"vehicles":' + _VEHICLES.dump_json(list(vehicles)) + b"}"
+        answer = await self._post("/v1/features/compute", body)
+        # The matrix goes straight to numpy: validating 5,000 floats one by one through a
+        # model would cost more than computing them did.
+        names = answer.get("feature_names") if isinstance(answer, dict) else None
+        if names != list(FEATURE_NAMES):
+            raise DependencyUnavailable(
+                FEATURE_SERVICE, f"answered columns {names}, expected {list(FEATURE_NAMES)}"
+            )
+        try:
+            matrix = np.asarray(answer["features"], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DependencyUnavailable(
+                FEATURE_SERVICE, f"unreadable feature matrix: {exc}"
+            ) from exc
+        if matrix.shape != (len(vehicles), len(FEATURE_NAMES)):
             raise DependencyUnavailable(
                 FEATURE_SERVICE,
-                f"answered columns {matrix.feature_names}, expected {list(FEATURE_NAMES)}",
+                f"answered a {list(matrix.shape)} matrix for {len(vehicles)} vehicles",
             )
-        return np.asarray(matrix.features, dtype=np.float32).reshape(len(vehicles), -1)
+        return matrix
 
     async def online(self, vehicle_ids: Sequence[int]) -> OnlineFeatures:
         """The online store's features of these vehicles (and the ids it does not hold)."""

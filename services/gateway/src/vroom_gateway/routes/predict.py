@@ -3,11 +3,12 @@ service, predictions from the predictor."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, Body
+import orjson
+from fastapi import APIRouter, Body, Response
 
 from vroom_common.errors import NotFound
 from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
@@ -20,15 +21,22 @@ from vroom_gateway.schemas import BatchPredictions, PredictionOut, VehicleIdRequ
 router = APIRouter(tags=["predict"])
 
 
-def outputs(resources: Resources, prediction: Prediction) -> list[PredictionOut]:
-    """The API's predictions (2 decimals) with the version that computed them."""
-    resources.served_version.record(prediction.model_version)
+def outputs(resources: Resources, prediction: Prediction) -> list[dict[str, Any]]:
+    """The API's predictions (``PredictionOut``: 2 decimals, the version that computed
+    them) as plain dicts."""
+    version = prediction.model_version
+    resources.served_version.record(version)
     return [
-        PredictionOut(
-            predicted_reservations=round(value, 2), model_version=prediction.model_version
-        )
+        {"predicted_reservations": round(value, 2), "model_version": version}
         for value in prediction.values
     ]
+
+
+def json_response(body: Any) -> Response:
+    """``body`` serialized once with orjson. The routes declare their model as
+    ``response_model`` (OpenAPI) and build bodies of exactly that shape; FastAPI's
+    re-validation of 1,000 predictions would cost more than the inference."""
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 async def online_matrix(features: FeatureServiceClient, vehicle_id: int) -> npt.NDArray[np.float32]:
@@ -41,14 +49,14 @@ async def online_matrix(features: FeatureServiceClient, vehicle_id: int) -> npt.
     return np.asarray([[float(getattr(row, name)) for name in FEATURE_NAMES]], dtype=np.float32)
 
 
-@router.post("/predict")
-async def predict(vehicle: VehicleFeatures, resources: ResourcesDep) -> PredictionOut:
+@router.post("/predict", response_model=PredictionOut)
+async def predict(vehicle: VehicleFeatures, resources: ResourcesDep) -> Response:
     """Predicted reservations for one vehicle's raw attributes."""
     matrix = await resources.features.compute([vehicle])
-    return outputs(resources, await resources.predictor.predict(matrix))[0]
+    return json_response(outputs(resources, await resources.predictor.predict(matrix))[0])
 
 
-@router.post("/predict/batch")
+@router.post("/predict/batch", response_model=BatchPredictions)
 async def predict_batch(
     vehicles: Annotated[
         list[VehicleFeatures],
@@ -58,18 +66,17 @@ async def predict_batch(
         ),
     ],
     resources: ResourcesDep,
-) -> BatchPredictions:
+) -> Response:
     """Predictions for up to 1000 vehicles, in the order given."""
     if not vehicles:
-        return BatchPredictions(predictions=[])
+        return json_response({"predictions": []})
     matrix = await resources.features.compute(vehicles)
-    return BatchPredictions(
-        predictions=outputs(resources, await resources.predictor.predict(matrix))
-    )
+    predictions = outputs(resources, await resources.predictor.predict(matrix))
+    return json_response({"predictions": predictions})
 
 
-@router.post("/predict/id")
-async def predict_by_id(body: VehicleIdRequest, resources: ResourcesDep) -> PredictionOut:
+@router.post("/predict/id", response_model=PredictionOut)
+async def predict_by_id(body: VehicleIdRequest, resources: ResourcesDep) -> Response:
     """Predicted reservations for a known vehicle, from its online-store features."""
     matrix = await online_matrix(resources.features, body.vehicle_id)
-    return outputs(resources, await resources.predictor.predict(matrix))[0]
+    return json_response(outputs(resources, await resources.predictor.predict(matrix))[0])
