@@ -42,8 +42,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vroom_cli.run import run_command
-from vroom_cli.stack import status
+from vroom_cli.run import ensure_champion, gateway_url
 from vroom_common.schemas import MAX_BATCH_VEHICLES, RAW_ATTRIBUTES
 from vroom_common.settings import get_settings
 from vroom_pipelines.cli import exit_on_error
@@ -565,7 +564,8 @@ def bench_command(
         with _stdout_to_stderr(to_stdout), exit_on_error():
             hey = ensure_hey(install)
             if url is None:
-                url = _local_gateway(data_dir)
+                ensure_champion(settings, data_dir)
+                url = gateway_url(settings)
             base_url = url.rstrip("/")
             health = check_gateway(base_url)
             vehicle_id = pick_vehicle_id(base_url)
@@ -602,15 +602,6 @@ def bench_command(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
     console.print(f"results: {path}")
-
-
-def _local_gateway(data_dir: Path | None) -> str:
-    """Start the local stack with a champion, as ``vroom run`` does; the gateway's URL."""
-    run_command(data_dir=data_dir, retrain=False)
-    for service in status(get_settings()).services:
-        if service.name == "gateway":
-            return service.url
-    raise BenchError("the local stack has no gateway service")
 
 
 def register(app: typer.Typer) -> None:
