@@ -104,11 +104,11 @@ class VehicleFeaturesOut(BaseModel):
     """A vehicle's model features and where they were found (null features when none)."""
 
     vehicle_id: int
-    technology: int | None
-    num_images: int | None
-    street_parked: int | None
-    description: int | None
-    price_diff: float | None
+    technology: int | None = None
+    num_images: int | None = None
+    street_parked: int | None = None
+    description: int | None = None
+    price_diff: float | None = None
     materialized: bool = Field(description="The features are in the offline or online store.")
     store: FeatureStoreName
 

@@ -23,6 +23,7 @@ from vroom_common.schemas import (
 )
 from vroom_db.queries import delete_new_arrival, vehicle_ids, vehicle_source, vehicles_with_label
 from vroom_db.vehicles import insert_vehicle, publish_vehicle_saved_async
+from vroom_features import FEATURE_NAMES
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.deps import FeaturesDep, RedisDep, SessionsDep, SettingsDep
 from vroom_gateway.schemas import (
@@ -98,24 +99,12 @@ async def list_vehicles(sessions: SessionsDep) -> list[VehicleOut]:
 def _out(
     vehicle_id: int, row: VehicleFeatureVector | None, store: FeatureStoreName
 ) -> VehicleFeaturesOut:
+    """The answer for one vehicle: its features from ``store``, or none anywhere."""
     if row is None:
-        return VehicleFeaturesOut(
-            vehicle_id=vehicle_id,
-            technology=None,
-            num_images=None,
-            street_parked=None,
-            description=None,
-            price_diff=None,
-            materialized=False,
-            store="none",
-        )
+        return VehicleFeaturesOut(vehicle_id=vehicle_id, materialized=False, store="none")
     return VehicleFeaturesOut(
+        **row.model_dump(include=set(FEATURE_NAMES)),
         vehicle_id=vehicle_id,
-        technology=row.technology,
-        num_images=row.num_images,
-        street_parked=row.street_parked,
-        description=row.description,
-        price_diff=row.price_diff,
         materialized=True,
         store=store,
     )
