@@ -50,13 +50,11 @@ def sample_prediction(settings: Settings) -> tuple[dict[str, object], float, str
     import httpx
 
     from vroom_common.schemas import RAW_ATTRIBUTES
-    from vroom_db import make_engine, make_session_factory
+    from vroom_db import one_off_session
     from vroom_db.queries import vehicles_with_label
 
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
+    with one_off_session(settings.database_url) as session:
         vehicle = vehicles_with_label(session)[0]
-    engine.dispose()
     url = f"{gateway_url(settings)}/predict"
     response = httpx.post(url, json={k: vehicle[k] for k in RAW_ATTRIBUTES}, timeout=10)
     if response.status_code != 200:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import free_ports
 from tests.realdata import REAL_DATA_DIR
 from vroom_common.settings import Settings
-from vroom_db import make_engine, make_session_factory
+from vroom_db import one_off_session
 from vroom_db.queries import raw_vehicles
 from vroom_feature_service.app import create_app
 from vroom_pipelines.materialize import materialize
@@ -61,12 +61,8 @@ def materialized(
 @pytest.fixture(scope="package")
 def fleet(materialized: Materialized) -> list[dict[str, Any]]:
     """Id, the six raw attributes and source of every vehicle, from the database."""
-    engine = make_engine(materialized.settings.database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            return raw_vehicles(session)
-    finally:
-        engine.dispose()
+    with one_off_session(materialized.settings.database_url) as session:
+        return raw_vehicles(session)
 
 
 @pytest.fixture(scope="package")

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.feature_service.conftest import Materialized
-from vroom_db import make_engine, make_session_factory
+from vroom_db import one_off_session
 from vroom_db.queries import vehicles_with_label
 from vroom_feature_service.app import create_app
 from vroom_feature_service.offline import OfflineStore
@@ -53,10 +53,8 @@ class FakeClock:
 def test_all_rows_with_label(
     client: TestClient, materialized: Materialized, fleet: list[dict[str, Any]]
 ) -> None:
-    engine = make_engine(materialized.settings.database_url)
-    with make_session_factory(engine)() as session:
+    with one_off_session(materialized.settings.database_url) as session:
         labels = {row["vehicle_id"]: row[LABEL] for row in vehicles_with_label(session)}
-    engine.dispose()
 
     response = client.get(URL)
 

@@ -24,7 +24,7 @@ from tests.conftest import free_ports, start_stack
 from tests.predictor.conftest import Served, predictor_settings
 from vroom_cli.stack import down
 from vroom_common.settings import Settings
-from vroom_db import make_engine, make_session_factory
+from vroom_db import one_off_session
 from vroom_db.queries import raw_vehicles
 from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME
 from vroom_gateway.app import create_app
@@ -76,12 +76,8 @@ def client(served: Served) -> Iterator[TestClient]:
 @pytest.fixture(scope="package")
 def fleet(served: Served) -> list[dict[str, Any]]:
     """Id, raw attributes and source of every seeded vehicle."""
-    engine = make_engine(served.settings.database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            return raw_vehicles(session)
-    finally:
-        engine.dispose()
+    with one_off_session(served.settings.database_url) as session:
+        return raw_vehicles(session)
 
 
 def dead_port() -> int:

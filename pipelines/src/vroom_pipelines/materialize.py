@@ -19,7 +19,7 @@ import structlog
 
 from vroom_common.errors import DependencyUnavailable, PipelineFailed
 from vroom_common.settings import Settings
-from vroom_db import create_schema, make_engine, make_session_factory
+from vroom_db import one_off_session
 from vroom_db.queries import vehicles_with_label
 from vroom_features import ENTITY_KEY, FEATURE_NAMES, LABEL, TIMESTAMP_FIELD, compute_features
 from vroom_features.online import write_online
@@ -43,13 +43,8 @@ class MaterializeSummary:
 
 def feature_frame(settings: Settings, now: datetime | None = None) -> pd.DataFrame:
     """Every vehicle's id, source, features, label and event time, from the database."""
-    engine = make_engine(settings.database_url)
-    try:
-        create_schema(engine)
-        with make_session_factory(engine)() as session:
-            rows = vehicles_with_label(session)
-    finally:
-        engine.dispose()
+    with one_off_session(settings.database_url) as session:
+        rows = vehicles_with_label(session)
     if not rows:
         raise PipelineFailed("the database holds no vehicles: run `vroom seed` first")
     raw = pd.DataFrame(rows)

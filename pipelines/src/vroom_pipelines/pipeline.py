@@ -18,7 +18,7 @@ import structlog
 from vroom_common import events
 from vroom_common.events import DagId, PipelineCompleted
 from vroom_common.settings import Settings
-from vroom_db import create_schema, make_engine, make_session_factory
+from vroom_db import one_off_session
 from vroom_db.queries import fleet_size
 from vroom_pipelines.materialize import MaterializeSummary, materialize
 from vroom_pipelines.preflight import check_mlflow, check_redis
@@ -73,13 +73,8 @@ def seed_if_needed(
     """Seed from ``data_dir`` when given (idempotent); else synthetic data if the DB is empty."""
     if data_dir is not None:
         return seed_from_dir(settings, data_dir)
-    engine = make_engine(settings.database_url)
-    try:
-        create_schema(engine)
-        with make_session_factory(engine)() as session:
-            seeded = fleet_size(session) > 0
-    finally:
-        engine.dispose()
+    with one_off_session(settings.database_url) as session:
+        seeded = fleet_size(session) > 0
     if seeded and synthetic is None:
         return None
     return seed_synthetic(settings, synthetic or DEFAULT_SYNTHETIC_FLEET, random_seed)

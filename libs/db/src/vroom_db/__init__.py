@@ -1,7 +1,7 @@
 """The vehicle database: tables, engine set-up and the queries the system shares."""
 
 from vroom_db.models import Base, Reservation, Vehicle
-from vroom_db.session import create_schema, make_engine, make_session_factory
+from vroom_db.session import create_schema, make_engine, make_session_factory, one_off_session
 
 __all__ = [
     "Base",
@@ -10,4 +10,5 @@ __all__ = [
     "create_schema",
     "make_engine",
     "make_session_factory",
+    "one_off_session",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,16 @@ def create_schema(engine: Engine) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def one_off_session(database_url: str) -> Iterator[Session]:
+    """A session on a short-lived engine: the schema made if missing, the engine disposed
+    afterwards. For a command's or a test's one read; services keep a session factory."""
+    engine = make_engine(database_url)
+    try:
+        create_schema(engine)
+        with make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
