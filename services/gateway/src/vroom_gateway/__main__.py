@@ -6,23 +6,12 @@ other setting comes from the same ``VROOM_*`` / ``SERVING_*`` variables.
 
 from __future__ import annotations
 
-import uvicorn
-
-from vroom_common.logs import configure_logging
-from vroom_common.settings import get_settings
+from vroom_common.http import serve
 from vroom_gateway.app import create_app
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.gateway_port,
-        log_config=None,  # uvicorn's loggers go through configure_logging's handler
-        access_log=False,
-    )
+    serve(create_app, lambda settings: settings.gateway_port)
 
 
 if __name__ == "__main__":
