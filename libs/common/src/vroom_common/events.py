@@ -39,6 +39,8 @@ class EventType(StrEnum):
     MODEL_PROMOTED = "model-promoted"
     MODEL_LOADED = "model-loaded"
     PIPELINE_COMPLETED = "pipeline-completed"
+    ROLLOUT_REQUESTED = "rollout-requested"
+    ROLLOUT_PROGRESSED = "rollout-progressed"
 
 
 class Stream(StrEnum):
@@ -50,6 +52,11 @@ class Stream(StrEnum):
     VEHICLE_NOTIFICATIONS = "vroom:stream:vehicle-notifications"
     MODELS = "vroom:stream:models"
     PIPELINES = "vroom:stream:pipelines"
+    #: Commands to the rollout controller (start, abort, promote): a work queue it reads
+    #: from the cursor kept in the rollout's state, so none is lost or applied twice.
+    ROLLOUT_COMMANDS = "vroom:stream:rollout-commands"
+    #: Every transition of a progressive rollout.
+    ROLLOUTS = "vroom:stream:rollouts"
 
 
 #: The consumer group that materializes ``VEHICLES`` entries.
@@ -83,7 +90,8 @@ class ModelPromoted(_Event):
     model_name: str
     version: str
     run_id: str
-    cv_mae_mean: float
+    cv_mae_mean: float | None = None
+    """The promotion metric, when the version's run logged it."""
     previous_version: str | None = None
 
 
@@ -105,8 +113,48 @@ class PipelineCompleted(_Event):
     state: Literal["success", "failed"]
 
 
+RolloutAction = Literal["start", "abort", "promote"]
+
+
+class RolloutRequested(_Event):
+    """Someone asks the rollout controller to start, abort or finish a rollout.
+
+    ``start`` carries the version and, optionally, the schedule; what it leaves out
+    comes from the controller's settings.
+    """
+
+    type: Literal[EventType.ROLLOUT_REQUESTED] = EventType.ROLLOUT_REQUESTED
+    model_name: str
+    action: RolloutAction
+    version: str | None = None
+    steps: list[int] | None = None
+    step_seconds: float | None = Field(default=None, gt=0)
+    shadow_seconds: float | None = Field(default=None, ge=0)
+    requested_by: str = "unknown"
+    reason: str | None = None
+
+
+class RolloutProgressed(_Event):
+    """A progressive rollout changed state (``vroom_rollout.progressive.machine``)."""
+
+    type: Literal[EventType.ROLLOUT_PROGRESSED] = EventType.ROLLOUT_PROGRESSED
+    model_name: str
+    rollout_id: str
+    state: str
+    champion_version: str | None
+    candidate_version: str | None
+    weight: int
+    reason: str | None = None
+
+
 Event = Annotated[
-    VehicleSaved | VehicleMaterialized | ModelPromoted | ModelLoaded | PipelineCompleted,
+    VehicleSaved
+    | VehicleMaterialized
+    | ModelPromoted
+    | ModelLoaded
+    | PipelineCompleted
+    | RolloutRequested
+    | RolloutProgressed,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -118,6 +166,8 @@ STREAM_OF: Final[dict[EventType, Stream]] = {
     EventType.MODEL_PROMOTED: Stream.MODELS,
     EventType.MODEL_LOADED: Stream.MODELS,
     EventType.PIPELINE_COMPLETED: Stream.PIPELINES,
+    EventType.ROLLOUT_REQUESTED: Stream.ROLLOUT_COMMANDS,
+    EventType.ROLLOUT_PROGRESSED: Stream.ROLLOUTS,
 }
 
 #: The field of a stream entry that holds the event JSON.

@@ -63,6 +63,19 @@ def _parse_uri_map(value: Any) -> Any:
     return value
 
 
+def check_steps(steps: list[int]) -> list[int]:
+    """Canary steps: at least one, each a share of 1..99 percent, strictly increasing
+    (100 % is the promotion itself, after the last step)."""
+    if not steps:
+        raise ValueError("rollout steps: give at least one canary share, e.g. 10,50")
+    for share in steps:
+        if not 1 <= share <= 99:
+            raise ValueError(f"rollout steps: {share} is not a share between 1 and 99 percent")
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError(f"rollout steps: {steps} must increase strictly")
+    return steps
+
+
 def _env(name: str) -> AliasChoices:
     """Accept ``VROOM_<NAME>`` and the gateway's legacy ``SERVING_<NAME>``."""
     return AliasChoices(f"VROOM_{name}", f"SERVING_{name}")
@@ -152,6 +165,70 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Bound on a rollout (predictor reload or Ready wait)."
     )
 
+    # --- progressive delivery (docs/rollouts.md) -----------------------------------------
+    rollout_strategy: Literal["progressive", "immediate"] = Field(
+        default="progressive",
+        description="How a promotion reaches users when a champion already serves: shadow "
+        "and canary steps gated on live signals, or at once (the first model always goes "
+        "live at once).",
+    )
+    rollout_steps: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [10, 50],
+        description="Canary traffic shares (percent, increasing, each 1..99) after shadow; "
+        "VROOM_ROLLOUT_STEPS=10,50.",
+    )
+    rollout_shadow_s: float = Field(
+        default=60.0, ge=0, description="Least time the candidate shadows the champion."
+    )
+    rollout_step_s: float = Field(default=60.0, gt=0, description="Least time of a canary step.")
+    rollout_min_requests: int = Field(
+        default=50, ge=1, description="Candidate requests a step needs before any decision."
+    )
+    rollout_max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Highest candidate error rate a step accepts."
+    )
+    rollout_max_p99_ratio: float = Field(
+        default=1.5,
+        gt=0,
+        description="Candidate p99 latency may be at most this times the champion's "
+        "(plus rollout_p99_slack_ms).",
+    )
+    rollout_p99_slack_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Absolute allowance added to the p99 bound, so millisecond noise on a "
+        "fast champion is not a breach.",
+    )
+    rollout_max_disagreement: float = Field(
+        default=1.0,
+        ge=0,
+        description="Highest median |candidate - champion| (reservations) on mirrored requests.",
+    )
+    rollout_candidate_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Deadline of a candidate call; past it the champion answers instead.",
+    )
+    rollout_mirror_max_inflight: int = Field(
+        default=32, ge=1, description="Mirrored calls in flight per gateway; more are skipped."
+    )
+    rollout_lease_ttl_s: float = Field(
+        default=5.0, gt=0, description="A controller that stops renewing loses the lease after this."
+    )
+    rollout_tick_s: float = Field(
+        default=0.25, gt=0, description="How often the controller looks at a running rollout."
+    )
+    candidate_predictor_url: str = Field(
+        default="",
+        description="REST base URL of the candidate's predictor (default: predictor_url, "
+        "the local predictor hosts both).",
+    )
+    candidate_predictor_grpc_target: str = Field(
+        default="",
+        description="host:port of the candidate's gRPC server (default: "
+        "predictor_grpc_target, the local predictor hosts both).",
+    )
+
     # --- pipelines triggered by the gateway ---------------------------------------------------
     pipeline_runner: Literal["local", "kubernetes", "airflow"] = Field(
         default="local",
@@ -189,6 +266,19 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
+    @field_validator("rollout_steps", mode="before")
+    @classmethod
+    def _parse_steps(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p]
+        return value
+
+    @field_validator("rollout_steps")
+    @classmethod
+    def _check_steps(cls, value: list[int]) -> list[int]:
+        return check_steps(value)
+
     @field_validator("storage_uri_map", mode="before")
     @classmethod
     def _storage_uri_map(cls, value: Any) -> Any:
@@ -205,6 +295,10 @@ class Settings(BaseSettings):
             self.predictor_url = f"http://{self.host}:{self.predictor_http_port}"
         if not self.predictor_grpc_target:
             self.predictor_grpc_target = f"{self.host}:{self.predictor_grpc_port}"
+        if not self.candidate_predictor_url:
+            self.candidate_predictor_url = self.predictor_url
+        if not self.candidate_predictor_grpc_target:
+            self.candidate_predictor_grpc_target = self.predictor_grpc_target
         if not self.feature_service_url:
             self.feature_service_url = f"http://{self.host}:{self.feature_service_port}"
         if self.airflow_url:
@@ -254,6 +348,8 @@ class Settings(BaseSettings):
                 "mlflow_uri",
                 "predictor_url",
                 "predictor_grpc_target",
+                "candidate_predictor_url",
+                "candidate_predictor_grpc_target",
                 "feature_service_url",
                 "db_path",
                 "database_url",

@@ -15,6 +15,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import httpx
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -88,7 +89,7 @@ def _artifact_root(uri: str) -> str:
     return f"{scheme}:/" if scheme else uri.split("/", 1)[0] + "/"
 
 
-def _check_mlflow(settings: Settings) -> None:
+def check_mlflow(settings: Settings) -> None:
     """Fail fast (MLflow's client retries for minutes against a server that is down)."""
     if urlsplit(settings.mlflow_uri).scheme not in ("http", "https"):
         return
@@ -100,7 +101,7 @@ def _check_mlflow(settings: Settings) -> None:
 
 def resolve_champion(settings: Settings) -> ChampionRef:
     """The current champion of ``settings.model_name`` and its cluster-readable location."""
-    _check_mlflow(settings)
+    check_mlflow(settings)
     client = MlflowClient(settings.mlflow_uri)
     name = settings.model_name
     try:
@@ -112,6 +113,25 @@ def resolve_champion(settings: Settings) -> ChampionRef:
                 "(`vroom promote`)"
             ) from exc
         raise DependencyUnavailable("mlflow", f"{settings.mlflow_uri}: {exc.message}") from exc
+    return _located(settings, client, version)
+
+
+def resolve_version(settings: Settings, version: str) -> ChampionRef:
+    """Version ``version`` of ``settings.model_name`` and its cluster-readable location
+    (a rollout candidate, which no alias names yet)."""
+    check_mlflow(settings)
+    client = MlflowClient(settings.mlflow_uri)
+    try:
+        found = client.get_model_version(settings.model_name, version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise NotFound(f"model {settings.model_name!r} has no version {version}") from exc
+        raise DependencyUnavailable("mlflow", f"{settings.mlflow_uri}: {exc.message}") from exc
+    return _located(settings, client, found)
+
+
+def _located(settings: Settings, client: MlflowClient, version: ModelVersion) -> ChampionRef:
+    name = settings.model_name
     number = str(version.version)
     try:
         source = str(client.get_model_version_download_uri(name, number))

@@ -1,4 +1,4 @@
-"""Local rollout: ask the running predictor to reload its model.
+"""Local rollouts: ask the running predictor to reload, load or unload its models.
 
 The predictor speaks KServe's model repository extension: ``POST
 /v2/repository/models/<name>/load`` makes it resolve the champion again and swap it in
@@ -16,6 +16,7 @@ import httpx
 import structlog
 
 from vroom_common.errors import DependencyUnavailable, NotFound
+from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_rollout.base import (
     BackendName,
@@ -33,9 +34,9 @@ CONNECT_TIMEOUT_S = 5.0
 METADATA_TIMEOUT_S = 5.0
 
 
-def load_path(model_name: str) -> str:
-    """The repository-extension path that (re)loads ``model_name``."""
-    return f"/v2/repository/models/{quote(model_name, safe='')}/load"
+def repository_path(model_name: str, verb: str) -> str:
+    """The repository-extension path that loads or unloads ``model_name``."""
+    return f"/v2/repository/models/{quote(model_name, safe='')}/{verb}"
 
 
 def metadata_path(model_name: str) -> str:
@@ -60,21 +61,18 @@ def _error_text(response: httpx.Response) -> str:
     return response.text.strip()[:500] or response.reason_phrase
 
 
-class LocalRollout:
-    """Hot reload of a predictor running as a local process."""
+class PredictorRepository:
+    """KServe's model repository extension and v2 metadata of one predictor (REST)."""
 
-    backend: BackendName = "local"
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.base_url = settings.predictor_url.rstrip("/")
-        self.url = self.base_url + load_path(settings.model_name)
-
-    def served_version(self) -> str | None:
+    def served_version(self, model_name: str) -> str | None:
         """The version the predictor reports serving; ``None`` if it cannot say."""
         try:
             response = httpx.get(
-                self.base_url + metadata_path(self.settings.model_name), timeout=METADATA_TIMEOUT_S
+                self.base_url + metadata_path(model_name), timeout=METADATA_TIMEOUT_S
             )
         except httpx.HTTPError:
             return None
@@ -82,30 +80,60 @@ class LocalRollout:
         versions = body.get("versions") if isinstance(body, dict) else None
         return str(versions[-1]) if isinstance(versions, list) and versions else None
 
-    def rollout(self) -> RolloutResult:
-        name = self.settings.model_name
-        previous = self.served_version()
-        timeout = httpx.Timeout(self.settings.rollout_timeout_s, connect=CONNECT_TIMEOUT_S)
+    def load(self, model_name: str) -> None:
+        """(Re)load ``model_name``: returns once the predictor serves what its source says."""
+        self._post(model_name, "load")
+
+    def unload(self, model_name: str) -> None:
+        """Stop serving ``model_name`` (a model it does not know is already unloaded)."""
+        self._post(model_name, "unload", missing_ok=True)
+
+    def _post(self, model_name: str, verb: str, *, missing_ok: bool = False) -> None:
+        url = self.base_url + repository_path(model_name, verb)
+        timeout = httpx.Timeout(self.timeout_s, connect=CONNECT_TIMEOUT_S)
         try:
-            response = httpx.post(self.url, timeout=timeout)
+            response = httpx.post(url, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise RolloutTimeout(
-                f"the predictor did not finish reloading {name!r} within "
-                f"{self.settings.rollout_timeout_s:g}s (POST {self.url})"
+                f"the predictor did not finish {verb}ing {model_name!r} within "
+                f"{self.timeout_s:g}s (POST {url})"
             ) from exc
         except httpx.TransportError as exc:
             raise DependencyUnavailable(
-                "predictor", f"POST {self.url}: {exc or type(exc).__name__}"
+                "predictor", f"POST {url}: {exc or type(exc).__name__}"
             ) from exc
         if response.status_code == httpx.codes.NOT_FOUND:
+            if missing_ok:
+                return
             raise NotFound(
-                f"the predictor at {self.base_url} does not serve {name!r}: {_error_text(response)}"
+                f"the predictor at {self.base_url} does not serve {model_name!r}: "
+                f"{_error_text(response)}"
             )
         if not response.is_success:
             raise RolloutFailed(
-                f"the predictor refused to reload {name!r} (HTTP {response.status_code} from "
-                f"POST {self.url}): {_error_text(response)}"
+                f"the predictor refused to {verb} {model_name!r} (HTTP {response.status_code} "
+                f"from POST {url}): {_error_text(response)}"
             )
+
+
+class LocalRollout:
+    """Hot reload of a predictor running as a local process."""
+
+    backend: BackendName = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.repository = PredictorRepository(settings.predictor_url, settings.rollout_timeout_s)
+        self.base_url = self.repository.base_url
+
+    def served_version(self) -> str | None:
+        """The version the predictor reports serving; ``None`` if it cannot say."""
+        return self.repository.served_version(self.settings.model_name)
+
+    def rollout(self) -> RolloutResult:
+        name = self.settings.model_name
+        previous = self.served_version()
+        self.repository.load(name)
         current = self.served_version()
         status: RolloutStatus = (
             "unchanged" if current is not None and current == previous else "rolled-out"
@@ -119,3 +147,41 @@ class LocalRollout:
             previous_version=previous,
             detail=f"the predictor at {self.base_url} reloaded the champion",
         )
+
+
+class LocalDeployer:
+    """Progressive rollouts on one local predictor that hosts the champion and, beside
+    it, the candidate (``<model>-candidate``, the registry's ``rollout`` alias)."""
+
+    backend: BackendName = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.champion = PredictorRepository(settings.predictor_url, settings.rollout_timeout_s)
+        self.candidate = PredictorRepository(
+            settings.candidate_predictor_url, settings.rollout_timeout_s
+        )
+        self.candidate_name = candidate_name(settings.model_name)
+
+    def _expect(self, repository: PredictorRepository, name: str, version: str) -> str:
+        served = repository.served_version(name)
+        if served != version:
+            raise RolloutFailed(
+                f"the predictor at {repository.base_url} serves {name!r} "
+                f"v{served or '(none)'} after loading, not v{version}"
+            )
+        return f"{name} v{version} loaded by the predictor at {repository.base_url}"
+
+    def deploy_candidate(self, version: str) -> str:
+        """Load the candidate (the ``rollout`` alias, already pointing at ``version``)."""
+        self.candidate.load(self.candidate_name)
+        return self._expect(self.candidate, self.candidate_name, version)
+
+    def serve_champion(self, version: str) -> str:
+        """Hot-reload the champion (the alias already moved to ``version``)."""
+        self.champion.load(self.settings.model_name)
+        return self._expect(self.champion, self.settings.model_name, version)
+
+    def remove_candidate(self) -> str:
+        self.candidate.unload(self.candidate_name)
+        return f"{self.candidate_name} unloaded from the predictor at {self.candidate.base_url}"

@@ -1,0 +1,24 @@
+"""The deployer of the configured rollout backend."""
+
+from __future__ import annotations
+
+from vroom_common.errors import InvalidInput
+from vroom_common.settings import Settings
+from vroom_rollout.progressive.controller import Deployer
+
+
+def make_deployer(settings: Settings) -> Deployer:
+    """``local``: one predictor hosting champion and candidate; ``kubernetes``: a second
+    InferenceService for the candidate."""
+    if settings.rollout_backend == "local":
+        from vroom_rollout.local import LocalDeployer  # noqa: PLC0415
+
+        return LocalDeployer(settings)
+    if settings.rollout_backend == "kubernetes":
+        from vroom_rollout.kubernetes import KubernetesDeployer  # noqa: PLC0415
+
+        return KubernetesDeployer(settings)
+    raise InvalidInput(
+        "rollout_backend (VROOM_ROLLOUT_BACKEND) is 'none': progressive rollouts need "
+        "'local' or 'kubernetes'"
+    )

@@ -1,0 +1,139 @@
+"""``python -m vroom_controller``: advance the rollouts of the model until SIGTERM/SIGINT.
+
+``--probe`` checks the heartbeat instead (exit 0 fresh, 1 stale or missing, the reason
+on stdout): the liveness check of a Kubernetes exec probe and of the local stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+import redis
+import structlog
+
+from vroom_common import events
+from vroom_common.events import ModelPromoted
+from vroom_common.logs import configure_logging
+from vroom_common.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+#: A heartbeat older than this (seconds) means the loop is stuck.
+DEFAULT_MAX_AGE_S: Final = 30.0
+#: (connect, read) bound of every Redis call: blocking reads use shorter blocks.
+REDIS_TIMEOUT_S: Final = 5.0
+
+
+def heartbeat_path(state_dir: Path) -> Path:
+    """Where the controller of this state directory writes its heartbeat."""
+    return state_dir / "controller" / "heartbeat"
+
+
+def beat(path: Path, leading: bool) -> None:
+    """Rewrite the heartbeat atomically (a probe never reads half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), "leading": leading}))
+    partial.replace(path)
+
+
+def probe(path: Path, max_age_s: float) -> tuple[bool, str]:
+    try:
+        record = json.loads(path.read_text())
+        age = time.time() - float(record["at"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return False, f"no heartbeat at {path}: {exc}"
+    role = "leading" if record.get("leading") else "standing by"
+    if age > max_age_s:
+        return False, f"heartbeat {age:.0f} s old (> {max_age_s:g} s): the loop is stuck"
+    return True, f"alive, {role} (heartbeat {age:.1f} s old, pid {record.get('pid')})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vroom_controller",
+        description="Advance progressive rollouts of the model (one lease holder at a time).",
+    )
+    parser.add_argument("--probe", action="store_true", help="Check the heartbeat and exit.")
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=DEFAULT_MAX_AGE_S,
+        help="With --probe: the oldest heartbeat (seconds) that counts as alive.",
+    )
+    return parser
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """The controller loop for ``settings`` until ``stop`` is set."""
+    # Heavy imports (MLflow, the Kubernetes client) after the signal handlers are in.
+    from vroom_rollout.progressive.controller import Controller  # noqa: PLC0415
+    from vroom_rollout.progressive.deployers import make_deployer  # noqa: PLC0415
+    from vroom_rollout.progressive.registry import RolloutRegistry  # noqa: PLC0415
+    from vroom_rollout.progressive.store import RolloutStore  # noqa: PLC0415
+
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        health_check_interval=30,
+    )
+
+    def announce(event: ModelPromoted) -> None:
+        try:
+            events.publish(client, event, settings.stream_maxlen)
+        except redis.RedisError as exc:  # the predictor is also told directly
+            log.warning("model-promoted event not published", error=str(exc))
+
+    store = RolloutStore(client, settings.model_name, settings.stream_maxlen)
+    controller = Controller(
+        settings,
+        store,
+        make_deployer(settings),
+        RolloutRegistry(settings),
+        announce_model=announce,
+    )
+    path = heartbeat_path(settings.state_dir)
+    log.info(
+        "rollout controller started",
+        owner=controller.owner,
+        model_name=settings.model_name,
+        backend=settings.rollout_backend,
+    )
+    try:
+        controller.run(stop, on_tick=lambda: beat(path, controller.lease.held.is_set()))
+    finally:
+        client.close()
+        log.info("rollout controller stopped", owner=controller.owner)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    args = build_parser().parse_args(argv)
+    if args.probe:
+        healthy, reason = probe(heartbeat_path(settings.state_dir), args.max_age)
+        print(reason)  # noqa: T201 - the probe's answer is its output
+        return 0 if healthy else 1
+
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()  # the loop finishes its tick, releases the lease and exits
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    run(settings, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
