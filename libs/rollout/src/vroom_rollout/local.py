@@ -163,24 +163,33 @@ class LocalDeployer:
         )
         self.candidate_name = candidate_name(settings.model_name)
 
-    def _expect(self, repository: PredictorRepository, name: str, version: str) -> str:
+    def _serves(self, repository: PredictorRepository, name: str, version: str) -> str | None:
         served = repository.served_version(name)
         if served != version:
-            raise RolloutFailed(
-                f"the predictor at {repository.base_url} serves {name!r} "
-                f"v{served or '(none)'} after loading, not v{version}"
-            )
-        return f"{name} v{version} loaded by the predictor at {repository.base_url}"
+            return None
+        return f"{name} v{version} serves on the predictor at {repository.base_url}"
 
-    def deploy_candidate(self, version: str) -> str:
-        """Load the candidate (the ``rollout`` alias, already pointing at ``version``)."""
+    def deploy_candidate(self, version: str) -> None:  # noqa: ARG002 - the alias names it
+        """Load the candidate: the predictor resolves the ``rollout`` alias, which the
+        controller pointed at the version first. Returns once it is loaded (or failed)."""
         self.candidate.load(self.candidate_name)
-        return self._expect(self.candidate, self.candidate_name, version)
 
-    def serve_champion(self, version: str) -> str:
-        """Hot-reload the champion (the alias already moved to ``version``)."""
+    def candidate_ready(self, version: str) -> str | None:
+        detail = self._serves(self.candidate, self.candidate_name, version)
+        if detail is None:
+            served = self.candidate.served_version(self.candidate_name)
+            raise RolloutFailed(
+                f"the predictor loaded {self.candidate_name!r} v{served or '(none)'}, "
+                f"not v{version}"
+            )
+        return detail
+
+    def serve_champion(self, version: str) -> None:  # noqa: ARG002 - the alias names it
+        """Hot-reload the champion (the alias already moved); no request is dropped."""
         self.champion.load(self.settings.model_name)
-        return self._expect(self.champion, self.settings.model_name, version)
+
+    def champion_serves(self, version: str) -> str | None:
+        return self._serves(self.champion, self.settings.model_name, version)
 
     def remove_candidate(self) -> str:
         self.candidate.unload(self.candidate_name)

@@ -7,12 +7,8 @@ on stdout): the liveness check of a Kubernetes exec probe and of the local stack
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import threading
-import time
-from pathlib import Path
 from types import FrameType
 from typing import Final
 
@@ -23,38 +19,12 @@ from vroom_common import events
 from vroom_common.events import ModelPromoted
 from vroom_common.logs import configure_logging
 from vroom_common.settings import Settings, get_settings
+from vroom_controller.health import DEFAULT_MAX_AGE_S, beat, heartbeat_path, probe
 
 log = structlog.get_logger(__name__)
 
-#: A heartbeat older than this (seconds) means the loop is stuck.
-DEFAULT_MAX_AGE_S: Final = 30.0
 #: (connect, read) bound of every Redis call: blocking reads use shorter blocks.
 REDIS_TIMEOUT_S: Final = 5.0
-
-
-def heartbeat_path(state_dir: Path) -> Path:
-    """Where the controller of this state directory writes its heartbeat."""
-    return state_dir / "controller" / "heartbeat"
-
-
-def beat(path: Path, leading: bool) -> None:
-    """Rewrite the heartbeat atomically (a probe never reads half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), "leading": leading}))
-    partial.replace(path)
-
-
-def probe(path: Path, max_age_s: float) -> tuple[bool, str]:
-    try:
-        record = json.loads(path.read_text())
-        age = time.time() - float(record["at"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return False, f"no heartbeat at {path}: {exc}"
-    role = "leading" if record.get("leading") else "standing by"
-    if age > max_age_s:
-        return False, f"heartbeat {age:.0f} s old (> {max_age_s:g} s): the loop is stuck"
-    return True, f"alive, {role} (heartbeat {age:.1f} s old, pid {record.get('pid')})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,14 +14,25 @@ from fastapi import FastAPI
 
 from vroom_common.http import install_error_handler
 from vroom_common.observability import install_observability
+from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_db.session import create_schema, make_engine, make_session_factory
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.deps import Resources
 from vroom_gateway.metrics import ServedVersion
-from vroom_gateway.routes import benchmark, events, health, model, pipelines, predict, vehicles
+from vroom_gateway.routes import (
+    benchmark,
+    events,
+    health,
+    model,
+    pipelines,
+    predict,
+    rollout,
+    vehicles,
+)
 from vroom_gateway.runners import make_runner
+from vroom_gateway.traffic import Traffic
 
 log = structlog.get_logger(__name__)
 
@@ -64,9 +75,25 @@ def create_app(
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             health_check_interval=30,
         )
+        candidate = PredictorClient(
+            settings.candidate_predictor_grpc_target,
+            candidate_name(settings.model_name),
+            timeout_s=settings.rollout_candidate_timeout_s,
+        )
         await predictor.open()
+        await candidate.open()
         await features.open()
         runner = make_runner(settings)
+        served_version = ServedVersion(metrics, settings.model_name)
+        traffic = Traffic(
+            settings,
+            champion=predictor,
+            candidate=candidate,
+            client=redis_client,
+            metrics=metrics,
+            served_version=served_version,
+        )
+        await traffic.start()
         app.state.resources = Resources(
             settings=settings,
             predictor=predictor,
@@ -74,8 +101,9 @@ def create_app(
             sessions=make_session_factory(engine),
             redis=redis_client,
             metrics=metrics,
-            served_version=ServedVersion(metrics, settings.model_name),
+            served_version=served_version,
             runner=runner,
+            traffic=traffic,
         )
         log.info(
             "gateway started",
@@ -88,7 +116,9 @@ def create_app(
             yield
         finally:
             await runner.aclose()
+            await traffic.stop()
             await features.close()
+            await candidate.close()
             await predictor.close()
             await redis_client.aclose()
             engine.dispose()
@@ -102,6 +132,6 @@ def create_app(
     )
     install_error_handler(app)
     metrics = install_observability(app, "gateway")
-    for module in (health, predict, benchmark, vehicles, model, pipelines, events):
+    for module in (health, predict, benchmark, vehicles, model, pipelines, events, rollout):
         app.include_router(module.router)
     return app

@@ -15,6 +15,7 @@ from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.metrics import ServedVersion
 from vroom_gateway.runners import PipelineRunner
+from vroom_gateway.traffic import Traffic
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Resources:
     metrics: HttpMetrics
     served_version: ServedVersion
     runner: PipelineRunner
+    traffic: Traffic
 
 
 async def get_resources(request: Request) -> Resources:

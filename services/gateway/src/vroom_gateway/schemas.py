@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vroom_common.events import DagId
 from vroom_common.schemas import VehicleFeatures, VehicleSource
+from vroom_common.settings import check_steps
+from vroom_rollout.progressive.machine import CommandOutcome, Phase, Policy, Transition
+from vroom_rollout.progressive.signals import VersionSignals
 
 #: Most iterations one /benchmark request may ask for.
 MAX_BENCHMARK_ITERATIONS: Final = 100_000
@@ -161,3 +164,51 @@ class TriggeredRun(BaseModel):
     status: Literal["triggered"] = "triggered"
     dag_id: DagId
     dag_run_id: str
+
+
+class RolloutView(BaseModel):
+    """``GET /rollout``: the model's rollout (the current or last one) and its signals."""
+
+    state: Phase = Field(
+        description="idle, starting, shadow, canary, promoting, promoted, "
+        "rolled_back (docs/rollouts.md)."
+    )
+    rollout_id: str | None
+    champion_version: str | None
+    candidate_version: str | None
+    weight: int = Field(description="Percent of requests the candidate answers now.")
+    started_at: float | None = Field(description="Unix time (seconds) the rollout started.")
+    step: str | None = Field(description="The step being judged: shadow or canary-<weight>.")
+    steps: list[int] = Field(description="The canary shares of the schedule, in percent.")
+    policy: Policy | None
+    signals: dict[str, VersionSignals] = Field(
+        description="Live signals of the current step, by model version."
+    )
+    status: str | None = Field(description="What the current step waits for.")
+    reason: str | None = Field(description="Why the rollout is where it is.")
+    history: list[Transition]
+    controller: str | None = Field(description="The controller holding the lease, if any.")
+    last_command: CommandOutcome | None
+
+
+class RolloutStart(BaseModel):
+    """``POST /rollout``: start a progressive rollout of a registered version."""
+
+    version: str = Field(pattern=r"^[1-9][0-9]{0,9}$", description="A registered version.")
+    steps: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20,
+        description="Canary shares in percent, increasing, each 1..99 (default: settings).",
+    )
+    step_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    shadow_seconds: float | None = Field(default=None, ge=0, le=86_400)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else check_steps(value)
+
+
+class RolloutAbort(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)

@@ -99,7 +99,7 @@ async def follow(
                     yield message(payload, cursor)
 
 
-async def _start(client: aioredis.Redis, stream: Stream, last_event_id: str | None) -> str:
+async def start(client: aioredis.Redis, stream: Stream, last_event_id: str | None) -> str:
     """Where a new connection starts: after ``Last-Event-ID``, else after the newest
     entry (a new client gets what happens from now on)."""
     if last_event_id is not None:
@@ -129,9 +129,7 @@ def _pipeline_completed(event: Event) -> Payload | None:
     return event.model_dump(mode="json", include={"type", "dag_id", "dag_run_id", "state"})
 
 
-def _response(
-    resources: Resources, messages: AsyncIterator[ServerSentEvent]
-) -> EventSourceResponse:
+def response(resources: Resources, messages: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
     return EventSourceResponse(
         messages,
         ping=resources.settings.sse_keepalive_s,
@@ -139,19 +137,19 @@ def _response(
     )
 
 
-_SSE_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
+SSE_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
     200: {"content": {"text/event-stream": {}}, "description": "An endless event stream."}
 }
 
 
-@router.get("/events", response_class=EventSourceResponse, responses=_SSE_RESPONSE)
+@router.get("/events", response_class=EventSourceResponse, responses=SSE_RESPONSE)
 async def model_events(
     resources: ResourcesDep, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     """``{type: health-changed, status, model_version}`` on connect (the current health)
     and each time a predictor starts serving a model version."""
     client = resources.redis
-    cursor = await _start(client, Stream.MODELS, last_event_id)
+    cursor = await start(client, Stream.MODELS, last_event_id)
 
     async def messages() -> AsyncIterator[ServerSentEvent]:
         health = await current_health(resources)
@@ -164,29 +162,29 @@ async def model_events(
         async for item in follow(client, Stream.MODELS, cursor, _health_changed):
             yield item
 
-    return _response(resources, messages())
+    return response(resources, messages())
 
 
-@router.get("/vehicles/events", response_class=EventSourceResponse, responses=_SSE_RESPONSE)
+@router.get("/vehicles/events", response_class=EventSourceResponse, responses=SSE_RESPONSE)
 async def vehicle_events(
     resources: ResourcesDep, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     """``{type: vehicle-materialized, vehicle_id}`` each time a vehicle's features reach
     the online store."""
-    cursor = await _start(resources.redis, Stream.VEHICLE_NOTIFICATIONS, last_event_id)
-    return _response(
+    cursor = await start(resources.redis, Stream.VEHICLE_NOTIFICATIONS, last_event_id)
+    return response(
         resources,
         follow(resources.redis, Stream.VEHICLE_NOTIFICATIONS, cursor, _vehicle_materialized),
     )
 
 
-@router.get("/pipelines/events", response_class=EventSourceResponse, responses=_SSE_RESPONSE)
+@router.get("/pipelines/events", response_class=EventSourceResponse, responses=SSE_RESPONSE)
 async def pipeline_events(
     resources: ResourcesDep, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     """``{type: pipeline-completed, dag_id, dag_run_id, state}`` each time a pipeline run
     ends, successful or not."""
-    cursor = await _start(resources.redis, Stream.PIPELINES, last_event_id)
-    return _response(
+    cursor = await start(resources.redis, Stream.PIPELINES, last_event_id)
+    return response(
         resources, follow(resources.redis, Stream.PIPELINES, cursor, _pipeline_completed)
     )

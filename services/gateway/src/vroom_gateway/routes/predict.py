@@ -15,17 +15,16 @@ from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
 from vroom_features import FEATURE_NAMES
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import Prediction
-from vroom_gateway.deps import Resources, ResourcesDep
+from vroom_gateway.deps import ResourcesDep
 from vroom_gateway.schemas import BatchPredictions, PredictionOut, VehicleIdRequest
 
 router = APIRouter(tags=["predict"])
 
 
-def outputs(resources: Resources, prediction: Prediction) -> list[dict[str, Any]]:
+def outputs(prediction: Prediction) -> list[dict[str, Any]]:
     """The API's predictions (``PredictionOut``: 2 decimals, the version that computed
     them) as plain dicts."""
     version = prediction.model_version
-    resources.served_version.record(version)
     return [
         {"predicted_reservations": round(value, 2), "model_version": version}
         for value in prediction.values
@@ -53,7 +52,8 @@ async def online_matrix(features: FeatureServiceClient, vehicle_id: int) -> npt.
 async def predict(vehicle: VehicleFeatures, resources: ResourcesDep) -> Response:
     """Predicted reservations for one vehicle's raw attributes."""
     matrix = await resources.features.compute([vehicle])
-    return json_response(outputs(resources, await resources.predictor.predict(matrix))[0])
+    prediction = await resources.traffic.predict(matrix, matrix.tobytes())
+    return json_response(outputs(prediction)[0])
 
 
 @router.post("/predict/batch", response_model=BatchPredictions)
@@ -71,12 +71,14 @@ async def predict_batch(
     if not vehicles:
         return json_response({"predictions": []})
     matrix = await resources.features.compute(vehicles)
-    predictions = outputs(resources, await resources.predictor.predict(matrix))
-    return json_response({"predictions": predictions})
+    # One key for the whole batch: a batch is answered by one version.
+    prediction = await resources.traffic.predict(matrix, matrix.tobytes())
+    return json_response({"predictions": outputs(prediction)})
 
 
 @router.post("/predict/id", response_model=PredictionOut)
 async def predict_by_id(body: VehicleIdRequest, resources: ResourcesDep) -> Response:
     """Predicted reservations for a known vehicle, from its online-store features."""
     matrix = await online_matrix(resources.features, body.vehicle_id)
-    return json_response(outputs(resources, await resources.predictor.predict(matrix))[0])
+    prediction = await resources.traffic.predict(matrix, b"id:%d" % body.vehicle_id)
+    return json_response(outputs(prediction)[0])
