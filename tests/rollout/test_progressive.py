@@ -49,7 +49,8 @@ def test_percentiles_from_buckets_are_within_the_bucket_width() -> None:
         estimate = LATENCY_MS.quantile(counts, q)
         assert estimate is not None
         assert abs(estimate - exact) / exact < 0.05, (q, estimate, exact)
-    assert DISAGREEMENT.index(0.0) == 0 and DISAGREEMENT.value(0) == 0.0
+    assert DISAGREEMENT.index(0.0) == 0
+    assert DISAGREEMENT.value(0) == 0.0
     assert LATENCY_MS.index(float("nan")) == 0
     assert LATENCY_MS.index(1e12) == LATENCY_MS.count
 
@@ -66,7 +67,8 @@ def test_counts_of_two_replicas_add_up() -> None:
         for field, count in batch.drain()["k"].items():
             merged[field] = merged.get(field, 0) + count
     signals = summarize(merged)["7"]
-    assert signals.requests == 103 and signals.errors == 3
+    assert signals.requests == 103
+    assert signals.errors == 3
     assert signals.error_rate == pytest.approx(3 / 103)
     assert signals.p50_ms == pytest.approx(2.0, rel=0.05)
     assert signals.p99_ms == pytest.approx(4.0, rel=0.05)
@@ -111,9 +113,11 @@ def signals_of(
 def test_judge_waits_for_min_requests_then_time() -> None:
     state = shadow_state()
     few = judge(state, signals_of(n=5), 1001.0)  # type: ignore[arg-type]
-    assert few.action == "wait" and "5 of 20 requests" in few.reason
+    assert few.action == "wait"
+    assert "5 of 20 requests" in few.reason
     early = judge(state, signals_of(), 1005.0)  # type: ignore[arg-type]
-    assert early.action == "wait" and "5 of 10 s" in early.reason
+    assert early.action == "wait"
+    assert "5 of 10 s" in early.reason
     assert judge(state, signals_of(), 1010.5).action == "advance"  # type: ignore[arg-type]
 
 
@@ -181,7 +185,7 @@ def store(settings: Settings, redis_client: redis.Redis) -> RolloutStore:
     return RolloutStore(redis_client, settings.model_name)
 
 
-def make_controller(
+def make_controller(  # noqa: PLR0917
     settings: Settings,
     store: RolloutStore,
     deployer: ScriptedDeployer,
@@ -238,15 +242,18 @@ def test_a_good_candidate_goes_through_every_step_and_is_promoted(
     controller = make_controller(settings, store, deployer, registry, clock)
     send(store, "start", version="2")
     state = controller.tick()
-    assert state.state == "shadow" and registry.aliases["rollout"] == "2"
+    assert state.state == "shadow"
+    assert registry.aliases["rollout"] == "2"
     for expected in ("canary", "canary", "promoted"):
         feed(redis_client, state)
         assert controller.tick().state == state.state  # enough requests, not enough time
         clock.now += 10.5
         state = controller.tick()
         assert state.state == expected, state.reason
-    assert state.champion_version == "2" and registry.aliases["champion"] == "2"
-    assert "rollout" not in registry.aliases and state.cleaned_up
+    assert state.champion_version == "2"
+    assert registry.aliases["champion"] == "2"
+    assert "rollout" not in registry.aliases
+    assert state.cleaned_up
     assert deployer.calls == [
         ("deploy_candidate", "2"),
         ("serve_champion", "2"),
@@ -285,10 +292,14 @@ def test_a_breach_rolls_back_at_once_and_tags_the_version(
     state = controller.tick()
     feed(redis_client, state, **signals)
     state = controller.tick()  # no time passes: a breach needs no step time
-    assert state.state == "rolled_back" and state.reason and state.reason.startswith(named)
-    assert registry.aliases["champion"] == "1" and "rollout" not in registry.aliases
+    assert state.state == "rolled_back"
+    assert state.reason
+    assert state.reason.startswith(named)
+    assert registry.aliases["champion"] == "1"
+    assert "rollout" not in registry.aliases
     assert registry.tags[("2", "rollback_reason")] == state.reason
-    assert ("remove_candidate",) in deployer.calls and state.cleaned_up
+    assert ("remove_candidate",) in deployer.calls
+    assert state.cleaned_up
     assert state.history[-1].signals["2"].requests >= 40
 
 
@@ -318,10 +329,10 @@ def test_refused_requests_name_the_rule(settings: Settings, store: RolloutStore)
     send(store, "start", version="2")
     send(store, "start", version="3")
     state = controller.tick()
-    assert state.candidate_version == "2" and state.last_command is not None
-    assert (
-        not state.last_command.accepted and "abort or promote it first" in state.last_command.detail
-    )
+    assert state.candidate_version == "2"
+    assert state.last_command is not None
+    assert not state.last_command.accepted
+    assert "abort or promote it first" in state.last_command.detail
 
 
 @pytest.mark.parametrize("at", ["starting", "shadow", "canary", "promoting"])
@@ -346,7 +357,8 @@ def test_abort_and_promote_work_at_every_state(
     send(store, action)
     state = controller.tick()
     if action == "abort":
-        assert state.state == "rolled_back" and state.reason == "aborted by test"
+        assert state.state == "rolled_back"
+        assert state.reason == "aborted by test"
         assert registry.aliases["champion"] == "1"  # put back even after a switch
     else:
         assert state.state == ("promoting" if at == "promoting" else "promoted"), state.reason
@@ -364,7 +376,7 @@ def test_only_the_lease_holder_writes_and_a_successor_resumes(
     assert state.state == "shadow"
     second = make_controller(settings, store, ScriptedDeployer(), registry, clock, owner="c2")
     with pytest.raises(LeaseLost):
-        second._commit(state)  # noqa: SLF001 - a stale writer is fenced off
+        second._commit(state)
     # c1 dies: its lease expires, c2 takes it and carries on from the stored state.
     redis_client.delete(f"vroom:rollout:{settings.model_name}:lease")
     assert store.acquire("c2", settings.rollout_lease_ttl_s)
@@ -399,8 +411,9 @@ def test_requests_wait_for_the_controller_and_say_when_none_runs(
                 model_name=settings.model_name, action="start", version="2", requested_by="t"
             ),
         )
-        assert started.candidate_version == "2" and started.state in ("starting", "shadow")
-        with pytest.raises(Conflict, match="already champion"):
+        assert started.candidate_version == "2"
+        assert started.state in ("starting", "shadow")
+        with pytest.raises(Conflict, match=r"a rollout of v2 is (starting|shadow)"):
             request(
                 settings,
                 RolloutRequested(
