@@ -9,6 +9,7 @@ experiment and model names instead of cleaning it.
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import NamedTuple
 import pytest
 import redis
 from mlflow.artifacts import download_artifacts
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from tests.realdata import REAL_DATA_DIR
@@ -165,3 +167,21 @@ def champion_model_dir(champion: Champion, tmp_path_factory: pytest.TempPathFact
     )
     (model_dir / REGISTRATION_FILE).unlink(missing_ok=True)  # versions differ per copy
     return model_dir
+
+
+def register_model_dir(settings: Settings, model_dir: Path, score: float) -> str:
+    """A new version of ``settings.model_name`` whose run logs ``model_dir`` as its model
+    and ``score`` as cv_mae_mean (aliased ``candidate``, like training does)."""
+    from vroom_pipelines.train import register  # noqa: PLC0415 - sklearn, MLflow: only when used
+
+    client = MlflowClient(settings.mlflow_uri)
+    name = settings.mlflow_experiment
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    run = client.create_run(experiment_id)
+    client.log_batch(
+        run.info.run_id, metrics=[Metric("cv_mae_mean", score, int(time.time() * 1000), 0)]
+    )
+    client.log_artifacts(run.info.run_id, str(model_dir), "model")
+    client.set_terminated(run.info.run_id)
+    return register(client, settings.model_name, run.info.run_id, f"{run.info.artifact_uri}/model")

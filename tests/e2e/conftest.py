@@ -61,6 +61,13 @@ def stack_settings(state_dir: Path) -> Settings:
         feature_service_url=f"http://127.0.0.1:{features}",
         benchmark_budget_s=2.0,  # the fuzzer may ask for 100,000 iterations
         sse_keepalive_s=1.0,
+        # Rollouts decided in seconds, on enough requests for a stable p99 under load.
+        rollout_steps=[10, 50],
+        rollout_shadow_s=2.0,
+        rollout_step_s=3.0,
+        rollout_min_requests=100,
+        rollout_p99_slack_ms=20.0,
+        rollout_lease_ttl_s=2.0,
     )
 
 

@@ -106,8 +106,9 @@ def _traffic(url: str, stop: threading.Event, outcomes: Counter[str], versions: 
 
 def test_train_promotes_and_rolls_out_under_traffic(api: httpx.Client, stack: Stack) -> None:
     """/train runs the pipeline in the background; the new candidate beats a champion
-    whose score we made worse, so it is promoted and hot-reloaded while four clients
-    keep predicting: no request fails, and clients see the new version."""
+    whose score we made worse, so a progressive rollout takes it through shadow and
+    canary to champion while four clients keep predicting: no request fails, and
+    clients see the new version."""
     settings = stack.settings
     mlflow = MlflowClient(settings.mlflow_uri)
     champion = mlflow.get_model_version_by_alias(settings.model_name, ALIAS_CHAMPION)
@@ -145,10 +146,19 @@ def test_train_promotes_and_rolls_out_under_traffic(api: httpx.Client, stack: St
                 "dag_run_id": run["dag_run_id"],
                 "state": "success",
             }
-            new_version = mlflow.get_model_version_by_alias(
+            rollout = api.get("/rollout").json()
+            assert rollout["champion_version"] == stack.champion_version
+            new_version = rollout["candidate_version"]
+            assert new_version != stack.champion_version
+            deadline = time.monotonic() + 120
+            while rollout["state"] != "promoted" and time.monotonic() < deadline:
+                assert rollout["state"] != "rolled_back", rollout
+                time.sleep(0.2)
+                rollout = api.get("/rollout").json()
+            assert rollout["state"] == "promoted", rollout
+            assert mlflow.get_model_version_by_alias(
                 settings.model_name, ALIAS_CHAMPION
-            ).version
-            assert str(new_version) != stack.champion_version
+            ).version == str(new_version)
             _e, changed = health.wait_for(
                 lambda p: p["model_version"] == str(new_version), timeout_s=120
             )

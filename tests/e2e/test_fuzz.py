@@ -4,8 +4,9 @@ whatever the generated request, the answer is never a 5xx.
 Each operation of the live ``/openapi.json`` gets its own Hypothesis run (the
 schemathesis pytest plugin's lazy fixtures do not work with this pytest, so the loop
 is explicit). Left out: the SSE streams (endless by design), /train and /materialize
-(each call starts a pipeline run; their 409 path is covered in test_flows) and /reload
-(it rolls the model out; covered in test_api)."""
+(each call starts a pipeline run; their 409 path is covered in test_flows), /reload
+(it rolls the model out; covered in test_api) and the rollout's POSTs (they start,
+abort and promote rollouts; covered in test_rollouts)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,21 @@ from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
-EXCLUDED = r"^/(events|vehicles/events|pipelines/events|train|materialize|reload)$"
+EXCLUDED = (
+    r"^/(events|vehicles/events|pipelines/events|rollout/events|train|materialize|reload)$"
+)
 #: Generated requests per operation.
 EXAMPLES = 30
 
 
 def test_no_server_errors(stack: Stack) -> None:
-    schema = schemathesis.openapi.from_url(f"{stack.url}/openapi.json").exclude(path_regex=EXCLUDED)
+    schema = (
+        schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
+        .exclude(path_regex=EXCLUDED)
+        .exclude(method="POST", path_regex=r"^/rollout")
+    )
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 13  # the 19 endpoints minus the 6 excluded
+    assert len(operations) >= 14  # the 19 endpoints minus the 6 excluded, plus GET /rollout
     fuzzed: list[str] = []
     for operation in operations:
 
@@ -44,3 +51,4 @@ def test_no_server_errors(stack: Stack) -> None:
         fuzzed.append(operation.label)
     assert "POST /predict" in fuzzed
     assert "DELETE /vehicles/{vehicle_id}" in fuzzed
+    assert "GET /rollout" in fuzzed

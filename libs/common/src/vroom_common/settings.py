@@ -179,11 +179,13 @@ class Settings(BaseSettings):
         "VROOM_ROLLOUT_STEPS=10,50.",
     )
     rollout_shadow_s: float = Field(
-        default=60.0, ge=0, description="Least time the candidate shadows the champion."
+        default=60.0,
+        ge=0,
+        description="Least time the candidate shadows the champion (0: no shadow phase).",
     )
     rollout_step_s: float = Field(default=60.0, gt=0, description="Least time of a canary step.")
     rollout_min_requests: int = Field(
-        default=50, ge=1, description="Candidate requests a step needs before any decision."
+        default=100, ge=1, description="Candidate requests a step needs before any decision."
     )
     rollout_max_error_rate: float = Field(
         default=0.01, ge=0, le=1, description="Highest candidate error rate a step accepts."
@@ -195,7 +197,7 @@ class Settings(BaseSettings):
         "(plus rollout_p99_slack_ms).",
     )
     rollout_p99_slack_ms: float = Field(
-        default=5.0,
+        default=10.0,
         ge=0,
         description="Absolute allowance added to the p99 bound, so millisecond noise on a "
         "fast champion is not a breach.",

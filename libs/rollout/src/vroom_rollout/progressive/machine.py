@@ -222,12 +222,24 @@ def started(
 
 
 def shadowing(state: RolloutState, now: float, detail: str) -> RolloutState:
+    """The candidate is ready: shadow it, or (``shadow_seconds`` 0) go straight to the
+    first canary step."""
+    policy = state.require_policy()
+    if policy.shadow_seconds == 0:
+        share = policy.steps[0]
+        return _moved(
+            state,
+            "canary",
+            now,
+            f"candidate ready ({detail}); no shadow phase: {share}% to the candidate",
+            weight=share,
+            step=0,
+        )
     return _moved(
         state,
         "shadow",
         now,
-        f"candidate ready ({detail}); shadowing for at least "
-        f"{state.require_policy().shadow_seconds:g} s",
+        f"candidate ready ({detail}); shadowing for at least {policy.shadow_seconds:g} s",
         weight=0,
         step=SHADOW_STEP,
     )
