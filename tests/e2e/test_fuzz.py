@@ -19,9 +19,7 @@ from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
-EXCLUDED = (
-    r"^/(events|vehicles/events|pipelines/events|rollout/events|train|materialize|reload)$"
-)
+EXCLUDED = r"^/(events|vehicles/events|pipelines/events|rollout/events|train|materialize|reload)$"
 #: Generated requests per operation.
 EXAMPLES = 30
 

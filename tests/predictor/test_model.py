@@ -1,4 +1,5 @@
-"""The model in-process: tensor checks, atomic swap, coalesced and failed reloads."""
+"""The model in-process: tensor checks, output checks, atomic swap, coalesced and failed
+reloads, unloads."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from kserve import InferInput, InferRequest
 from kserve.errors import InvalidInput, ModelNotReady
 
 from tests.predictor.conftest import Served
+from tests.predictor.faulty import Fault, faulty_model_dir
 from vroom_features.contract import INPUT_NAME, OUTPUT_NAME
-from vroom_predictor.loading import LoadedModel, ModelLoadError, load_dir
-from vroom_predictor.model import ReservationModel, features_from
+from vroom_predictor.loading import PROBE_ROW, LoadedModel, ModelLoadError, load_dir
+from vroom_predictor.model import InvalidPrediction, ReservationModel, features_from
 
 
 def request(values: np.ndarray, name: str = INPUT_NAME, dtype: str = "FP32") -> InferRequest:
@@ -119,3 +121,81 @@ def test_requests_in_flight_finish_on_the_model_they_started_with(served: Served
     assert before is not None
     assert before.version == "1"
     assert before.predict(np.ones((1, 5), dtype=np.float32)).shape == (1,)
+
+
+def test_a_model_faulty_off_the_probe_row_passes_the_load_check(tmp_path: Path) -> None:
+    loaded = load_dir(faulty_model_dir(tmp_path / "nan", "nan"), version="7")
+    assert loaded.predict(PROBE_ROW).tolist() == [0.0]
+    off_probe = PROBE_ROW.copy()
+    off_probe[0, 3] += 10
+    assert np.isnan(loaded.predict(off_probe)).all()
+
+
+@pytest.mark.parametrize(("fault", "value"), [("nan", "nan"), ("negative", "-100.0")])
+def test_a_prediction_that_is_not_a_count_fails_naming_model_version_and_row(
+    tmp_path: Path, fault: Fault, value: str
+) -> None:
+    source = FakeSource(faulty_model_dir(tmp_path / fault, fault), ["7"], delay=0)
+    model = ReservationModel("vroom-forecast-candidate", source, optional=True)
+    assert model.load_initial()
+    rows = np.vstack([PROBE_ROW, PROBE_ROW, PROBE_ROW])
+    rows[2, 3] += 10
+    with pytest.raises(InvalidPrediction) as caught:
+        asyncio.run(model.predict(request(rows)))
+    assert str(caught.value) == (
+        f"model vroom-forecast-candidate v7 produced an invalid prediction at row 2: {value} "
+        "(a count must be finite and >= 0)"
+    )
+    assert caught.value.status_code.name == "INTERNAL"
+    response = asyncio.run(model.predict(request(rows[:2])))  # good rows still answer
+    assert response.outputs[0].as_numpy().tolist() == [0.0, 0.0]
+
+
+def test_unload_drops_the_version_and_a_reload_serves_again(served: Served) -> None:
+    source = FakeSource(served.model_dir, ["1"], delay=0)
+    model = ReservationModel("m", source)
+    model.load_initial()
+    assert asyncio.run(model.unload()) == "1"
+    assert model.current is None
+    assert not model.ready
+    with pytest.raises(ModelNotReady, match="unloaded"):
+        asyncio.run(model.predict(request(np.ones((1, 5), dtype=np.float32))))
+    assert asyncio.run(model.unload()) is None  # unloading twice is harmless
+    result = asyncio.run(model.reload())
+    assert (result.status, result.previous_version, result.current_version) == (
+        "reloaded",
+        None,
+        "1",
+    )
+    assert model.ready
+
+
+def test_an_unload_waits_for_a_reload_in_progress_and_a_reload_behind_it_loads(
+    served: Served,
+) -> None:
+    source = FakeSource(served.model_dir, ["1"], delay=0)
+    model = ReservationModel("m", source)
+    model.load_initial()
+    source.versions.append("2")
+    source.delay = 0.2
+    source.fetches = 0
+
+    async def interleaved() -> tuple[str | None, list[str | None]]:
+        first = asyncio.create_task(model.reload())  # holds the lock while it fetches
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(model.reload())  # queued: its load will cover `after`
+        await asyncio.sleep(0)
+        unload = asyncio.create_task(model.unload())  # queued behind `second`
+        await asyncio.sleep(0)
+        after = asyncio.create_task(model.reload())  # queued behind the unload
+        await asyncio.sleep(0)
+        results = await asyncio.gather(first, second, after)
+        return await unload, [r.current_version for r in results]
+
+    dropped, versions = asyncio.run(interleaved())
+    assert dropped == "2"  # the unload came after the first two reloads ...
+    assert versions == ["2", "2", "2"]
+    assert source.fetches == 3  # ... and the reload after it loaded again, not coalesced
+    assert model.ready
+    assert model.current is not None
+    assert model.current.version == "2"

@@ -23,11 +23,16 @@ from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, OUTPUT_NAME
 pytestmark = pytest.mark.integration
 
 
-def grpc_infer(served: Served, features: np.ndarray) -> InferResponse:
+def grpc_infer(
+    served: Served, features: np.ndarray, model_name: str | None = None
+) -> InferResponse:
+    """Inference over gRPC on ``model_name`` (default: the champion's name)."""
+
     async def call() -> InferResponse:
         tensor = InferInput(INPUT_NAME, list(features.shape), INPUT_DATATYPE)
         tensor.set_data_from_numpy(features.astype(np.float32))
-        request = InferRequest(served.settings.model_name, infer_inputs=[tensor])
+        name = model_name or served.settings.model_name
+        request = InferRequest(name, infer_inputs=[tensor])
         async with InferenceGRPCClient(served.grpc, timeout=10, retries=0) as client:
             return await client.infer(request)
 

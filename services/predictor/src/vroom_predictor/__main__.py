@@ -1,8 +1,13 @@
 """``python -m vroom_predictor``: the KServe model server for the reservation model.
 
 On a cluster KServe's storage initializer puts the model at ``/mnt/models`` and the
-server runs with ``--model_dir /mnt/models`` (a promotion rolls new pods). Locally it
-resolves ``models:/<name>@champion`` through MLflow and hot-reloads on promotion.
+server runs with ``--model_dir /mnt/models``: one model, named ``--model_name`` (a
+promotion rolls new pods; a rollout candidate is an InferenceService of its own).
+Locally one process serves two models from the MLflow registry: the champion
+(``models:/<name>@champion``, hot-reloaded on promotion) and the progressive
+rollout's candidate (``<name>-candidate``, ``models:/<name>@rollout``, loaded and
+unloaded through the repository extension by the rollout), so the gateway can split
+and mirror traffic between them.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from pathlib import Path
 
 from kserve import ModelServer
 from kserve.logging import KSERVE_LOGGER_NAME
+from kserve.model_server import app as rest_app
 from kserve.model_server import parser as kserve_parser
 
 from vroom_common.logs import configure_logging
-from vroom_common.registry import ALIAS_CHAMPION
+from vroom_common.registry import ALIAS_CHAMPION, ALIAS_ROLLOUT, candidate_name
 from vroom_common.settings import Settings, get_settings
 from vroom_predictor.loading import DirectorySource, ModelSource, RegistrySource
 from vroom_predictor.model import ReservationModel
@@ -24,6 +30,7 @@ from vroom_predictor.server import (
     ReloadingRepository,
     RepositoryExtension,
     VersionedDataPlane,
+    add_error_handlers,
     model_loaded_publisher,
     watch_promotions,
 )
@@ -39,10 +46,15 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="Serve the model in this directory (on a cluster: /mnt/models). "
-        "Default: the MLflow registry's champion, hot-reloaded on promotion.",
+        "Default: the MLflow registry's champion, hot-reloaded on promotion, and beside "
+        "it the rollout candidate (<model_name>-candidate, alias 'rollout').",
     )
     parser.add_argument("--mlflow_uri", default=settings.mlflow_uri, help="MLflow tracking URI.")
-    parser.add_argument("--alias", default=ALIAS_CHAMPION, help="Registry alias to serve.")
+    parser.add_argument(
+        "--alias",
+        default=ALIAS_CHAMPION,
+        help="Registry alias served as --model_name (the candidate always serves 'rollout').",
+    )
     parser.add_argument(
         "--redis_url",
         default=settings.redis_url,
@@ -68,20 +80,33 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
     source: ModelSource
+    cache = settings.state_dir / "predictor"
     if args.model_dir is not None:
         source = DirectorySource(args.model_dir)
     else:
-        cache = settings.state_dir / "predictor" / "models"
-        source = RegistrySource(args.mlflow_uri, args.model_name, args.alias, cache)
+        source = RegistrySource(args.mlflow_uri, args.model_name, args.alias, cache / "models")
     on_swap = (
         model_loaded_publisher(args.redis_url, args.model_name, settings.stream_maxlen)
         if args.redis_url
         else None
     )
-    model = ReservationModel(args.model_name, source, on_swap)
-    model.load_initial()
+    champion = ReservationModel(args.model_name, source, on_swap)
+    models = [champion]
+    if args.model_dir is None:
+        # Its own cache: the two models may download the same version at the same time.
+        rollout = RegistrySource(
+            args.mlflow_uri, args.model_name, ALIAS_ROLLOUT, cache / "candidate-models"
+        )
+        # Every candidate inference in a worker thread: a slow candidate must not stall
+        # the champion's requests on the shared event loop (its latency is judged alone).
+        candidate = ReservationModel(
+            candidate_name(args.model_name), rollout, optional=True, thread_rows=1
+        )
+        models.append(candidate)
+    for model in models:
+        model.load_initial()
 
-    repository = ReloadingRepository(model)
+    repository = ReloadingRepository(models)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -92,11 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     # KServe logs every gRPC call at INFO ("grpc method: ..."): a log line per
     # prediction costs more than the inference. Drop those, keep the rest.
     logging.getLogger(KSERVE_LOGGER_NAME).addFilter(_drop_per_call_logs)
-    server.dataplane = VersionedDataPlane(model, repository)
+    server.dataplane = VersionedDataPlane(repository)
     server.model_repository_extension = RepositoryExtension(repository)
+    add_error_handlers(rest_app)
     if args.redis_url and args.model_dir is None:
-        server.servers.append(watch_promotions(model, args.redis_url))
-    # The model is registered through the repository: start() with no list, so a
+        server.servers.append(watch_promotions(champion, args.redis_url))
+    # The models are registered through the repository: start() with no list, so a
     # server without a champion yet comes up (not ready) instead of refusing to start.
     server.start([])
 

@@ -1,9 +1,10 @@
 """Fetch a model version, build its ONNX Runtime session, and check it.
 
 Two sources: a directory (what KServe's storage initializer mounts at
-``/mnt/models`` on a cluster) and the MLflow registry (``models:/<name>@champion``,
-locally). Either way the result is a :class:`LoadedModel`, immutable, which the
-model server swaps in atomically.
+``/mnt/models`` on a cluster) and the MLflow registry, locally: an alias of the
+registered model, ``champion`` for the model that serves and ``rollout`` for the
+candidate a progressive rollout tests beside it. Either way the result is a
+:class:`LoadedModel`, immutable, which the model server swaps in atomically.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ PROBE_ROW = np.array([[1, 4, 0, 120, 5.0]], dtype=np.float32)
 
 class ModelLoadError(Exception):
     """A model version could not be fetched, opened or checked; the message says why."""
+
+
+class NoVersion(ModelLoadError):
+    """The source names no version: the alias is not set, or the registered model does
+    not exist. The rollout candidate's normal state, not a fault."""
+
+
+#: MLflow error codes of an alias (or registered model) that does not exist.
+_MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,13 @@ class DirectorySource:
 
 @dataclass(frozen=True)
 class RegistrySource:
-    """The MLflow registry alias (``champion``): the local case, reloaded on promotion."""
+    """An MLflow registry alias (``champion``, or ``rollout`` for the candidate): the
+    local case, reloaded on demand (and on promotion, for the champion).
+
+    Versions are cached as ``cache_dir/<version>``. Reloads of one model are serialized
+    (by the model's lock) but two models downloading the same version at once would
+    share the staging directory: give each model its own ``cache_dir``.
+    """
 
     tracking_uri: str
     model_name: str
@@ -143,7 +159,8 @@ class RegistrySource:
         try:
             version = client.get_model_version_by_alias(self.model_name, self.alias)
         except MlflowException as exc:
-            raise ModelLoadError(
+            error = NoVersion if exc.error_code in _MISSING_CODES else ModelLoadError
+            raise error(
                 f"cannot resolve models:/{self.model_name}@{self.alias}: {exc.message}"
             ) from exc
         if str(version.version) == current:

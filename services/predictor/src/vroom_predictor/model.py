@@ -1,9 +1,17 @@
-"""The ``kserve.Model``: tensor checks, inference, and reload without downtime.
+"""The ``kserve.Model``: tensor checks, inference, output checks, reload and unload.
 
+One instance per served model: the champion and, beside it, the rollout candidate.
 Requests read the current :class:`LoadedModel` once and use it to the end, so a swap
 never affects a request in flight. A reload fetches and checks the new version off
 the event loop, then replaces the reference in one assignment. Concurrent reload
 requests coalesce: all callers that asked while a load was queued share its result.
+An unload drops the version under the same lock, so a reload and an unload never
+interleave: whichever comes second decides what is served.
+
+A prediction that is not a count (NaN, infinite, negative) is the model's fault, not an
+answer: the request fails with :class:`InvalidPrediction` (REST 500, gRPC INTERNAL)
+instead of handing a caller a number it cannot use. The load-time check probes one
+known row only, so a model can pass it and still misbehave on other rows.
 """
 
 from __future__ import annotations
@@ -17,11 +25,12 @@ from typing import Any, Literal
 
 import numpy as np
 import structlog
+from grpc_interceptor.exceptions import Internal
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 
 from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES, OUTPUT_NAME
-from vroom_predictor.loading import LoadedModel, ModelLoadError, ModelSource
+from vroom_predictor.loading import LoadedModel, ModelLoadError, ModelSource, NoVersion
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +54,32 @@ class NotReady(ModelNotReady):  # type: ignore[misc]
         return str(self)
 
 
+class LoadFailed(NotReady):
+    """A repository load that failed (REST 503, gRPC UNAVAILABLE, as KServe answers a
+    failed load); the message names the cause and what serves meanwhile."""
+
+    def __init__(self, model_name: str, error: Exception, serving: str | None) -> None:
+        super().__init__(model_name)
+        still = f"v{serving} keeps serving" if serving else "nothing is served"
+        self.error_msg = f"cannot load {model_name}: {error} ({still})"
+
+
+class InvalidPrediction(Internal):
+    """A model fault: a prediction that is not a finite, non-negative count.
+
+    REST 500 (a handler :func:`vroom_predictor.server.add_error_handlers` installs) and
+    gRPC INTERNAL, with the message. Not KServe's ``InferenceError``: its gRPC
+    interceptor answers that with INVALID_ARGUMENT, which would blame the caller; a
+    ``grpc_interceptor`` error passes through it with its own status and details.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(details=message)
+
+    def __str__(self) -> str:
+        return str(self.details)
+
+
 @dataclass(frozen=True)
 class ReloadResult:
     status: Literal["reloaded", "unchanged"]
@@ -54,11 +89,27 @@ class ReloadResult:
 
 
 class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hints
-    """Serves ``predicted_reservations`` for ``features`` ``[N, 5]`` (FP32)."""
+    """Serves ``predicted_reservations`` for ``features`` ``[N, 5]`` (FP32).
 
-    def __init__(self, name: str, source: ModelSource, on_swap: OnSwap | None = None) -> None:
+    ``optional``: the source having no version (:class:`NoVersion`) is this model's
+    normal state (the rollout candidate, between rollouts), logged at info at start-up.
+    ``thread_rows``: batches at least this large run in a worker thread; 1 for a model
+    that must never hold the event loop (a slow candidate would delay the champion).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: ModelSource,
+        on_swap: OnSwap | None = None,
+        *,
+        optional: bool = False,
+        thread_rows: int = THREAD_ROWS,
+    ) -> None:
         super().__init__(name)
         self.source = source
+        self.optional = optional
+        self.thread_rows = thread_rows
         self._on_swap = on_swap
         self._current: LoadedModel | None = None
         self._lock = asyncio.Lock()
@@ -98,13 +149,19 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
             loaded = self.source.fetch(None)
         except ModelLoadError as exc:
             self.last_error = str(exc)
-            log.warning(
-                "no model loaded at start-up", source=self.source.describe(), error=str(exc)
-            )
+            if self.optional and isinstance(exc, NoVersion):
+                log.info("nothing to serve yet", model=self.name, source=self.source.describe())
+            else:
+                log.warning(
+                    "no model loaded at start-up",
+                    model=self.name,
+                    source=self.source.describe(),
+                    error=str(exc),
+                )
             return False
         if loaded is not None:
             self._swap(loaded)
-            log.info("model loaded", version=loaded.version, run_id=loaded.run_id)
+            log.info("model loaded", model=self.name, version=loaded.version, run_id=loaded.run_id)
         return bool(self.ready)
 
     # --- reload --------------------------------------------------------------------------
@@ -120,7 +177,9 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         ticket = self._requested
         async with self._lock:
             if self._served >= ticket and self._last is not None:
-                return self._last  # a load that started after our request covered it
+                # A load that started after our request covered it (an unload since
+                # clears _last: a reload after an unload always loads).
+                return self._last
             covers = self._requested
             started = time.perf_counter()
             previous = self._current.version if self._current else None
@@ -128,7 +187,14 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
                 loaded = await asyncio.to_thread(self.source.fetch, previous)
             except ModelLoadError as exc:
                 self.last_error = str(exc)
-                log.error("reload failed; previous model keeps serving", error=str(exc))
+                log.error(
+                    "reload failed; previous model keeps serving"
+                    if previous
+                    else "reload failed; nothing is served",
+                    model=self.name,
+                    version=previous,
+                    error=str(exc),
+                )
                 raise
             if loaded is None:
                 result = ReloadResult(
@@ -140,12 +206,30 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
                 result = ReloadResult(
                     "reloaded", previous, loaded.version, time.perf_counter() - started
                 )
-                log.info("model swapped", previous=previous, version=loaded.version)
+                log.info(
+                    "model swapped", model=self.name, previous=previous, version=loaded.version
+                )
                 if self._on_swap is not None:
                     await self._on_swap(loaded)
             self._served = covers
             self._last = result
             return result
+
+    async def unload(self) -> str | None:
+        """Stop serving: drop the loaded version (``ready`` turns false, inference answers
+        not ready) but stay registered, so a later :meth:`reload` serves again.
+
+        Returns the version dropped (``None``: nothing was loaded). Waits for a reload in
+        progress; a reload requested after it loads afresh.
+        """
+        async with self._lock:
+            previous = self._current.version if self._current else None
+            self._current = None
+            self.ready = False
+            self._last = None
+            self.last_error = "it was unloaded; load it to serve again"
+        log.info("model unloaded", model=self.name, version=previous)
+        return previous
 
     # --- inference -----------------------------------------------------------------------
 
@@ -165,10 +249,12 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         if model is None:
             raise NotReady(self.name, self.last_error or "no model has been promoted yet")
         features = features_from(payload)
-        if len(features) >= THREAD_ROWS:
+        if len(features) >= self.thread_rows:
             predictions = await asyncio.to_thread(model.predict, features)
         else:
             predictions = model.predict(features)
+        if not (np.isfinite(predictions).all() and (predictions >= 0).all()):
+            raise self._invalid(model, predictions)
         output = InferOutput(name=OUTPUT_NAME, shape=[len(predictions)], datatype="FP32")
         output.set_data_from_numpy(predictions, binary_data=False)
         return InferResponse(
@@ -178,6 +264,15 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
             infer_outputs=[output],
             parameters={"run_id": model.run_id or ""},
         )
+
+    def _invalid(self, model: LoadedModel, predictions: np.ndarray) -> InvalidPrediction:
+        row = int(np.flatnonzero(~(np.isfinite(predictions) & (predictions >= 0)))[0])
+        message = (
+            f"model {self.name} v{model.version} produced an invalid prediction at row "
+            f"{row}: {float(predictions[row])} (a count must be finite and >= 0)"
+        )
+        log.error("invalid prediction", model=self.name, version=model.version, error=message)
+        return InvalidPrediction(message)
 
 
 def features_from(payload: InferRequest) -> np.ndarray:

@@ -1,20 +1,33 @@
-"""Wire the model into ``kserve.ModelServer``.
+"""Wire the models into ``kserve.ModelServer``.
 
-- :class:`ReloadingRepository`: KServe's model repository extension
-  (``POST /v2/repository/models/{name}/load``, gRPC ``RepositoryModelLoad``) runs a
-  hot reload instead of KServe's default no-op.
-- :class:`VersionedDataPlane`: v2 model metadata names the loaded version.
-- :func:`watch_promotions`: reloads when ``model-promoted`` arrives on the models
-  stream (Redis), and publishes ``model-loaded`` after each swap.
+One server hosts the champion and, served from the registry, the rollout candidate
+(``<model>-candidate``) beside it, so a gateway can split and mirror traffic between
+two versions without a second process.
+
+- :class:`ReloadingRepository` and :class:`RepositoryExtension`: KServe's model
+  repository extension loads by hot reload (``POST /v2/repository/models/{name}/load``,
+  gRPC ``RepositoryModelLoad``) instead of KServe's no-op, and unloads by dropping the
+  served version (``.../unload``, ``RepositoryModelUnload``) while the model stays
+  registered, so the candidate can be loaded again for the next rollout.
+- :class:`VersionedDataPlane`: v2 model metadata names each model's loaded version.
+- :func:`add_error_handlers`: REST answers a model fault (:class:`InvalidPrediction`)
+  with 500 and its message.
+- :func:`watch_promotions`: reloads the champion when ``model-promoted`` arrives on the
+  models stream (Redis); :func:`model_loaded_publisher` publishes ``model-loaded``
+  after each of its swaps.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from kserve.errors import ModelNotFound
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
@@ -26,7 +39,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from vroom_common import events
 from vroom_common.events import ModelLoaded, ModelPromoted, Stream
 from vroom_predictor.loading import LoadedModel, ModelLoadError
-from vroom_predictor.model import OnSwap, ReservationModel
+from vroom_predictor.model import InvalidPrediction, LoadFailed, OnSwap, ReservationModel
 
 log = structlog.get_logger(__name__)
 
@@ -35,49 +48,92 @@ PLATFORM = "onnxruntime_onnx"
 
 
 class ReloadingRepository(ModelRepository):  # type: ignore[misc]
-    """The repository holding our one model; ``load`` is a hot reload."""
+    """The repository of our models: ``load`` is a hot reload, :meth:`unload_version`
+    drops the served version and keeps the model.
 
-    def __init__(self, model: ReservationModel) -> None:
+    KServe's own ``unload`` (stop the model and forget it) is left as it is: the model
+    server calls it for every model at shutdown.
+    """
+
+    def __init__(self, models: Iterable[ReservationModel]) -> None:
         super().__init__(models_dir="")
-        self.model = model
-        self.update(model)
+        for model in models:
+            self.update(model)
 
-    async def load(self, name: str) -> bool:  # noqa: ARG002 - one model; the extension checks the name
-        await self.model.reload()  # a failure propagates: KServe reports it, old model serves
+    def reservation_model(self, name: str) -> ReservationModel:
+        """The model served as ``name``.
+
+        Raises:
+            ModelNotFound: we serve no model of that name (REST 404, gRPC NOT_FOUND).
+        """
+        model = self.get_model(name)
+        if not isinstance(model, ReservationModel):
+            raise ModelNotFound(name)
+        return model
+
+    async def load(self, name: str) -> bool:
+        """Hot-reload ``name``; a failure propagates and the previous version serves on."""
+        await self.reservation_model(name).reload()
         return True
+
+    async def unload_version(self, name: str) -> str | None:
+        """Stop serving ``name`` (not ready until the next load); returns the version dropped."""
+        return await self.reservation_model(name).unload()
 
 
 class RepositoryExtension(ModelRepositoryExtension):  # type: ignore[misc]
-    """KServe's repository extension, with 404 (not 503) for a model we do not serve and
-    a working gRPC ``RepositoryModelLoad``."""
+    """KServe's repository extension with our load and unload: 404 (not 503) for a model
+    we do not serve, the cause of a failed load, and working gRPC load/unload."""
 
     def __init__(self, repository: ReloadingRepository) -> None:
         super().__init__(model_registry=repository)
         self._repository = repository
 
     async def load(self, model_name: str) -> dict[str, Any]:
-        if self._repository.get_model(model_name) is None:
-            raise ModelNotFound(model_name)
-        await super().load(model_name)
+        model = self._repository.reservation_model(model_name)
+        try:
+            await self._repository.load(model_name)
+        except Exception as exc:  # a fetch may fail in many ways; the caller gets why
+            serving = model.current.version if model.current else None
+            raise LoadFailed(model_name, exc, serving) from exc
         # KServe 0.21's gRPC RepositoryModelLoad reads {"name", "load"} from this return
         # value while the base class returns None (an INTERNAL error); REST ignores it.
         return {"name": model_name, "load": True}
 
+    async def unload(self, model_name: str) -> dict[str, Any]:
+        # The base class would forget the model (a later load: 404); and its gRPC
+        # RepositoryModelUnload reads {"name", "unload"}, as for load.
+        await self._repository.unload_version(model_name)
+        return {"name": model_name, "unload": True}
+
 
 class VersionedDataPlane(DataPlane):  # type: ignore[misc]
-    """v2 metadata with the served version (``versions``) and the runtime (``platform``)."""
+    """v2 metadata with the named model's loaded version (``versions``: one entry, or
+    none while it serves nothing) and the runtime (``platform``)."""
 
-    def __init__(self, model: ReservationModel, model_registry: ModelRepository) -> None:
+    def __init__(self, model_registry: ReloadingRepository) -> None:
         super().__init__(model_registry=model_registry)
-        self._model = model
+        self._repository = model_registry
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
+        # KServe's metadata needs no loaded version: a not-ready model still answers
+        # with its tensors (and ModelNotFound for a name we do not serve).
         metadata: dict[str, Any] = await super().model_metadata(model_name)
-        current = self._model.current
         metadata["platform"] = PLATFORM
-        if current is not None:
-            metadata["versions"] = [current.version]
+        current = self._repository.reservation_model(model_name).current
+        metadata["versions"] = [current.version] if current is not None else []
         return metadata
+
+
+async def _invalid_prediction(_request: Request, exc: Exception) -> JSONResponse:
+    # Already logged by the model, with its name and version: no traceback here.
+    return JSONResponse(status_code=HTTPStatus.INTERNAL_SERVER_ERROR, content={"error": str(exc)})
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """REST 500 ``{"error": message}`` for :class:`InvalidPrediction`, which KServe does
+    not know (its catch-all would answer and then re-raise, logging a traceback)."""
+    app.add_exception_handler(InvalidPrediction, _invalid_prediction)
 
 
 def model_loaded_publisher(redis_url: str, model_name: str, maxlen: int) -> OnSwap:
@@ -107,7 +163,8 @@ async def _stream_tail(client: aioredis.Redis) -> str:
 
 
 async def watch_promotions(model: ReservationModel, redis_url: str) -> None:
-    """Reload on every ``model-promoted`` for our model; reconnects while Redis is down.
+    """Reload ``model`` (the champion) on every ``model-promoted`` for it; reconnects
+    while Redis is down.
 
     Starts after the stream's current tail (the champion at start-up was loaded by
     :meth:`ReservationModel.load_initial`) and resumes where it was after a reconnect,
