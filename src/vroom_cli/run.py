@@ -76,6 +76,7 @@ def ensure_champion(settings: Settings, data_dir: Path | None = None, retrain: b
     from vroom_pipelines.pipeline import run_pipeline
     from vroom_pipelines.progress import Progress
     from vroom_rollout import as_promotion_hook, make_rollout
+    from vroom_rollout.progressive.requests import progressive_starter
 
     stack = up(settings)
     console.print(status_table(stack))
@@ -88,7 +89,11 @@ def ensure_champion(settings: Settings, data_dir: Path | None = None, retrain: b
         )
         hook = as_promotion_hook(make_rollout(settings))
         summary = run_pipeline(
-            settings, data_dir=data_dir, rollout=hook, progress=Progress.for_terminal()
+            settings,
+            data_dir=data_dir,
+            rollout=hook,
+            start_rollout=progressive_starter(settings),
+            progress=Progress.for_terminal(),
         )
         print_pipeline_summary(summary, hook)
         exit_on_rollout_error(hook, summary.promote.champion_version)

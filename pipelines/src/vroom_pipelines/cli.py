@@ -73,7 +73,7 @@ def exit_on_error() -> Iterator[None]:
         raise typer.Exit(1) from exc
 
 
-def _table(title: str, rows: list[tuple[str, object]]) -> Table:
+def kv_table(title: str, rows: list[tuple[str, object]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -121,16 +121,21 @@ def _train_rows(t: TrainResult) -> list[tuple[str, object]]:
 
 
 def _promote_rows(p: PromotionResult) -> list[tuple[str, object]]:
-    return [
+    rows: list[tuple[str, object]] = [
         ("outcome", p.outcome),
         ("reason", p.reason),
         ("candidate", f"v{p.candidate_version} (cv_mae_mean {p.candidate_score:.4f})"),
         ("champion now", f"v{p.champion_version}" if p.champion_version else "none"),
         ("model-promoted event", "published" if p.event_published else "not published"),
     ]
+    if p.rollout_id:
+        rows.append(
+            ("progressive rollout", f"{p.rollout_id}: follow it with `vroom rollout status -w`")
+        )
+    return rows
 
 
-def _rollout_rows(result: RolloutResult) -> list[tuple[str, object]]:
+def rollout_rows(result: RolloutResult) -> list[tuple[str, object]]:
     version = f"v{result.version}" if result.version else "the champion"
     return [("rollout", f"{result.backend}: {result.status} ({version}): {result.detail}")]
 
@@ -138,7 +143,7 @@ def _rollout_rows(result: RolloutResult) -> list[tuple[str, object]]:
 def _hook_rows(hook: PromotionHook) -> list[tuple[str, object]]:
     if hook.error is not None:
         return [("rollout", f"{hook.rollout.backend}: FAILED (see below)")]
-    return _rollout_rows(hook.result) if hook.result else []
+    return rollout_rows(hook.result) if hook.result else []
 
 
 def exit_on_rollout_error(hook: PromotionHook, champion_version: str | None) -> None:
@@ -188,7 +193,7 @@ def seed(
             if data_dir is not None
             else seed_synthetic(settings, synthetic or 0, random_seed)
         )
-    console.print(_table("Seeded", _seed_rows(summary)))
+    console.print(kv_table("Seeded", _seed_rows(summary)))
 
 
 def materialize_cmd(state_dir: StateDir = None, dag_run_id: RunId = None) -> None:
@@ -199,7 +204,7 @@ def materialize_cmd(state_dir: StateDir = None, dag_run_id: RunId = None) -> Non
     settings = settings_for(state_dir)
     with exit_on_error(), pipeline_run(settings, DAG_MATERIALIZE, dag_run_id):
         summary = materialize(settings, Progress.for_terminal())
-    console.print(_table("Materialized", _materialize_rows(summary)))
+    console.print(kv_table("Materialized", _materialize_rows(summary)))
 
 
 def train_cmd(state_dir: StateDir = None) -> None:
@@ -209,30 +214,22 @@ def train_cmd(state_dir: StateDir = None) -> None:
     settings = settings_for(state_dir)
     with exit_on_error():
         result = train(settings, progress=Progress.for_terminal())
-    console.print(_table("Trained", _train_rows(result)))
+    console.print(kv_table("Trained", _train_rows(result)))
 
 
 def promote_cmd(state_dir: StateDir = None) -> None:
-    """Make the candidate champion if its cv_mae_mean beats the champion's."""
+    """Make the candidate champion if its cv_mae_mean beats the champion's (under the
+    progressive strategy: start a rollout of it, which promotes it on live signals)."""
     from vroom_pipelines.promote import promote
     from vroom_rollout import as_promotion_hook, make_rollout
+    from vroom_rollout.progressive.requests import progressive_starter
 
     settings = settings_for(state_dir)
     hook = as_promotion_hook(make_rollout(settings))
     with exit_on_error():
-        result = promote(settings, rollout=hook)
-    console.print(_table("Promotion", _promote_rows(result) + _hook_rows(hook)))
+        result = promote(settings, rollout=hook, start_rollout=progressive_starter(settings))
+    console.print(kv_table("Promotion", _promote_rows(result) + _hook_rows(hook)))
     exit_on_rollout_error(hook, result.champion_version)
-
-
-def rollout_cmd(state_dir: StateDir = None) -> None:
-    """Roll the current champion out with the configured backend (VROOM_ROLLOUT_BACKEND)."""
-    from vroom_rollout import make_rollout
-
-    settings = settings_for(state_dir)
-    with exit_on_error():
-        result = make_rollout(settings).rollout()
-    console.print(_table("Rollout", _rollout_rows(result)))
 
 
 def pipeline(
@@ -245,6 +242,7 @@ def pipeline(
     """Seed (if needed), materialize, train and promote: the whole training pipeline."""
     from vroom_pipelines.pipeline import run_pipeline
     from vroom_rollout import as_promotion_hook, make_rollout
+    from vroom_rollout.progressive.requests import progressive_starter
 
     settings = settings_for(state_dir)
     hook = as_promotion_hook(make_rollout(settings))
@@ -256,6 +254,7 @@ def pipeline(
             random_seed=random_seed,
             dag_run_id=dag_run_id,
             rollout=hook,
+            start_rollout=progressive_starter(settings),
             progress=Progress.for_terminal(),
         )
     print_pipeline_summary(summary, hook)
@@ -268,9 +267,10 @@ def print_pipeline_summary(summary: PipelineSummary, hook: PromotionHook | None 
         rows += [(f"seed: {k}", v) for k, v in _seed_rows(summary.seed)[:4]]
     rows += [(f"materialize: {k}", v) for k, v in _materialize_rows(summary.materialize)[:4]]
     rows += [(f"train: {k}", v) for k, v in _train_rows(summary.train)[:3]]
-    rows += [(f"promote: {k}", v) for k, v in _promote_rows(summary.promote)[:4]]
+    promote_rows = _promote_rows(summary.promote)
+    rows += [(f"promote: {k}", v) for k, v in promote_rows[:4] + promote_rows[5:]]
     rows += _hook_rows(hook) if hook else []
-    console.print(_table("Pipeline vroom_forecast_pipeline: success", rows))
+    console.print(kv_table("Pipeline vroom_forecast_pipeline: success", rows))
 
 
 def evaluate_cmd(
@@ -302,7 +302,6 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "materialize": materialize_cmd,
     "train": train_cmd,
     "promote": promote_cmd,
-    "rollout": rollout_cmd,
     "pipeline": pipeline,
     "evaluate": evaluate_cmd,
 }
@@ -310,8 +309,11 @@ COMMANDS: dict[str, Callable[..., None]] = {
 
 def register(app: typer.Typer) -> None:
     """Add the pipeline commands to ``app``."""
+    from vroom_pipelines.rollout_cli import app as rollout_app  # it imports this module
+
     for name, command in COMMANDS.items():
         app.command(name)(command)
+    app.add_typer(rollout_app, name="rollout")
 
 
 def main() -> None:

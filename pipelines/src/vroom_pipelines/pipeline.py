@@ -23,7 +23,7 @@ from vroom_db.queries import fleet_size
 from vroom_pipelines.materialize import MaterializeSummary, materialize
 from vroom_pipelines.preflight import check_mlflow, check_redis
 from vroom_pipelines.progress import Progress
-from vroom_pipelines.promote import PromotionResult, RolloutHook, promote
+from vroom_pipelines.promote import PromotionResult, RolloutHook, StartRollout, promote
 from vroom_pipelines.seed import SeedSummary, seed_from_dir, seed_synthetic
 from vroom_pipelines.train import TrainResult, train
 
@@ -88,6 +88,7 @@ def run_pipeline(
     random_seed: int = 42,
     dag_run_id: str | None = None,
     rollout: RolloutHook | None = None,
+    start_rollout: StartRollout | None = None,
     progress: Progress | None = None,
 ) -> PipelineSummary:
     """Seed (if needed), materialize, train and promote, as one ``vroom_forecast_pipeline`` run."""
@@ -100,5 +101,5 @@ def run_pipeline(
         materialized = materialize(settings, progress)
         trained = train(settings, progress=progress)
         with progress.step("Champion/challenger promotion"):
-            promoted = promote(settings, rollout)
+            promoted = promote(settings, rollout, start_rollout)
     return PipelineSummary(run_id, seeded, materialized, trained, promoted)

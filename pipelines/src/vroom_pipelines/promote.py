@@ -3,6 +3,12 @@
 The first candidate becomes champion; a strictly better candidate takes the alias;
 an equal or worse one is kept as a registered, non-champion version with the reason
 on its tags. Only a promotion emits ``model-promoted`` and triggers the rollout.
+
+With a ``start_rollout`` (progressive delivery, see docs/rollouts.md) a better
+candidate does not take the alias here: it starts a progressive rollout (shadow, then
+canary steps on live signals), and the rollout controller moves the alias only if the
+candidate holds up. The first model has nothing to be compared with on live traffic
+and becomes champion at once.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ from vroom_pipelines.preflight import check_mlflow
 
 log = structlog.get_logger(__name__)
 
-#: Rolls a promoted model out to the serving side. The predictor issue supplies the
-#: local (hot reload) and Kubernetes (InferenceService patch) implementations.
+#: Rolls a promoted model out to the serving side at once (``vroom_rollout``: local
+#: hot reload, or an InferenceService patch).
 RolloutHook = Callable[[ModelPromoted], None]
+#: Starts a progressive rollout of a version (``vroom_rollout.progressive_starter``);
+#: returns the rollout's id.
+StartRollout = Callable[[str, str], str]
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,7 @@ def decide(candidate_score: float, champion_score: float | None) -> Decision:
 
 @dataclass(frozen=True)
 class PromotionResult:
-    outcome: Literal["promoted", "retained", "unchanged"]
+    outcome: Literal["promoted", "retained", "unchanged", "rollout-started"]
     reason: str
     candidate_version: str
     candidate_score: float
@@ -67,6 +76,8 @@ class PromotionResult:
     previous_champion_version: str | None
     previous_champion_score: float | None
     event_published: bool
+    rollout_id: str | None = None
+    """The progressive rollout started for the candidate (outcome ``rollout-started``)."""
 
 
 def _version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -106,8 +117,14 @@ def _publish(settings: Settings, event: ModelPromoted) -> bool:
         client.close()
 
 
-def promote(settings: Settings, rollout: RolloutHook | None = None) -> PromotionResult:
-    """Compare the candidate with the champion and move the alias if it is better."""
+def promote(
+    settings: Settings,
+    rollout: RolloutHook | None = None,
+    start_rollout: StartRollout | None = None,
+) -> PromotionResult:
+    """Compare the candidate with the champion; if it is better, move the alias (and
+    call ``rollout``), or, given ``start_rollout`` and a champion to compare with on
+    live traffic, start a progressive rollout of the candidate instead."""
     check_mlflow(settings)
     client = MlflowClient(settings.mlflow_uri)
     name = settings.model_name
@@ -138,6 +155,21 @@ def promote(settings: Settings, rollout: RolloutHook | None = None) -> Promotion
         client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "retained")
         log.info("candidate retained", version=candidate.version, reason=decision.reason)
         return replace(result, outcome="retained", reason=decision.reason)
+
+    if start_rollout is not None and champion is not None:
+        # A failure to start (no controller, a rollout already running) propagates: the
+        # candidate stays registered with the reason, and the champion keeps serving.
+        rollout_id = start_rollout(result.candidate_version, decision.reason)
+        client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "rollout")
+        log.info(
+            "progressive rollout started",
+            version=candidate.version,
+            rollout_id=rollout_id,
+            reason=decision.reason,
+        )
+        return replace(
+            result, outcome="rollout-started", reason=decision.reason, rollout_id=rollout_id
+        )
 
     client.set_registered_model_alias(name, ALIAS_CHAMPION, candidate.version)
     client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "champion")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import redis
@@ -20,6 +22,7 @@ from vroom_common.errors import Conflict, DependencyUnavailable, VroomError
 from vroom_common.events import RolloutRequested
 from vroom_common.settings import Settings
 from vroom_rollout.progressive.machine import RolloutState
+from vroom_rollout.progressive.signals import VersionSignals
 from vroom_rollout.progressive.store import (
     RolloutStore,
     lease_key,
@@ -84,12 +87,24 @@ def request(
         client.close()
 
 
-def current(settings: Settings) -> tuple[RolloutState, str | None]:
-    """The stored state and the lease holder (blocking)."""
+@dataclass(frozen=True)
+class Snapshot:
+    """A rollout as a reader sees it: the state, the current step's signals by version,
+    and the controller holding the lease (``None``: no controller runs)."""
+
+    state: RolloutState
+    signals: dict[str, VersionSignals]
+    leader: str | None
+
+
+def current(settings: Settings) -> Snapshot:
+    """The stored state, its current step's signals and the lease holder (blocking)."""
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
     try:
         store = RolloutStore(client, settings.model_name, settings.stream_maxlen)
-        return store.load(), store.leader()
+        state = store.load()
+        signals = store.signals(state) if state.active else {}
+        return Snapshot(state, signals, store.leader())
     finally:
         client.close()
 
@@ -113,3 +128,24 @@ async def request_from(
     except redis.RedisError as exc:
         raise DependencyUnavailable("redis", f"rollout request: {exc}") from exc
     raise no_answer(settings.model_name, leader, timeout_s)
+
+
+def progressive_starter(settings: Settings) -> Callable[[str, str], str] | None:
+    """``promote``'s ``start_rollout`` under the configured strategy: a function that
+    asks the controller to start a progressive rollout of a version (with the
+    controller's schedule) and returns its id; ``None`` when promotions are immediate
+    (``rollout_strategy = immediate``, or no serving side: ``rollout_backend = none``)."""
+    if settings.rollout_strategy != "progressive" or settings.rollout_backend == "none":
+        return None
+
+    def start(version: str, reason: str) -> str:
+        command = RolloutRequested(
+            model_name=settings.model_name,
+            action="start",
+            version=version,
+            requested_by="promote",
+            reason=reason,
+        )
+        return request(settings, command).id
+
+    return start
