@@ -1,4 +1,8 @@
-"""Cluster rollout: point the KServe InferenceService at the champion's artifacts.
+"""Cluster rollouts through the Kubernetes API.
+
+``KubernetesRollout`` (the immediate strategy) points the KServe InferenceService at the
+champion's artifacts; ``KubernetesDeployer`` (progressive rollouts) runs the candidate
+as a second InferenceService beside it and patches the champion on promotion.
 
 One JSON merge patch (``application/merge-patch+json``) of the InferenceService sets
 ``spec.predictor.model.storageUri`` and two annotations naming the model and version;
@@ -12,6 +16,7 @@ RBAC needed by the service account: ``get`` and ``patch`` on
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -31,9 +36,17 @@ from vroom_common.errors import (
     PermissionDenied,
     VroomError,
 )
+from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
-from vroom_rollout.base import BackendName, RolloutResult, RolloutStatus, RolloutTimeout
-from vroom_rollout.champion import ChampionRef, resolve_champion
+from vroom_rollout.base import (
+    BackendName,
+    RolloutFailed,
+    RolloutResult,
+    RolloutStatus,
+    RolloutTimeout,
+)
+from vroom_rollout.champion import ChampionRef, resolve_champion, resolve_version
+from vroom_rollout.local import METADATA_TIMEOUT_S, PredictorRepository
 
 log = structlog.get_logger(__name__)
 
@@ -131,6 +144,124 @@ def api_message(exc: ApiException) -> str:
     return str(exc.reason or exc.status)
 
 
+class InferenceServices:
+    """The InferenceServices of one namespace, through the API server.
+
+    API errors become ``VroomError``s naming the resource; ``rbac`` completes a 401/403
+    with what the service account needs.
+    """
+
+    def __init__(self, namespace: str, api_client: client.ApiClient | None, rbac: str) -> None:
+        self.namespace = namespace
+        self._api_client = api_client
+        self.rbac = rbac
+
+    def resource(self, name: str) -> str:
+        return f"InferenceService {self.namespace}/{name}"
+
+    def _objects(self) -> client.CustomObjectsApi:
+        # Config is loaded on first use, so building a rollout never fails on its own.
+        if self._api_client is None:
+            self._api_client = load_api_client()
+        return client.CustomObjectsApi(self._api_client)
+
+    def _call(self, verb: str, name: str, request: Callable[[], object]) -> dict[str, Any]:
+        try:
+            answer = request()
+        except ApiException as exc:
+            raise self._error(verb, name, exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise DependencyUnavailable(
+                "kubernetes", f"{verb} {self.resource(name)}: {exc or type(exc).__name__}"
+            ) from exc
+        if not isinstance(answer, dict):
+            raise DependencyUnavailable(
+                "kubernetes", f"{verb} {self.resource(name)}: not a JSON object: {answer!r:.200}"
+            )
+        return answer
+
+    def _error(self, verb: str, name: str, exc: ApiException) -> VroomError:
+        message = api_message(exc)
+        status = exc.status
+        resource = self.resource(name)
+        if status == 404:
+            return NotFound(
+                f"{resource} not found ({verb} {isvc_path(self.namespace, name)}): "
+                f"{message}; check inference_service_name and kube_namespace"
+            )
+        if status in (401, 403):
+            return PermissionDenied(
+                f"not allowed to {verb} {resource} (HTTP {status}): {message}; the "
+                f"service account needs {self.rbac} in namespace {self.namespace}"
+            )
+        if status == 409:
+            return Conflict(f"{verb} {resource} conflicted (HTTP 409): {message}")
+        if status in (400, 422):
+            return InvalidInput(f"{verb} {resource} was rejected (HTTP {status}): {message}")
+        return DependencyUnavailable(
+            "kubernetes", f"{verb} {resource} failed (HTTP {status}): {message}"
+        )
+
+    def get(self, name: str) -> dict[str, Any]:
+        """The InferenceService as the API server has it."""
+        api = self._objects()
+        return self._call(
+            "get",
+            name,
+            lambda: api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the InferenceService; returns it as patched."""
+        api = self._objects()
+        return self._call(
+            "patch",
+            name,
+            lambda: api.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                # Explicit: older clients picked json-patch (a list of operations) by default.
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create ``body`` (``Conflict`` when its name is taken)."""
+        api = self._objects()
+        return self._call(
+            "create",
+            str(body["metadata"]["name"]),
+            lambda: api.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                body,
+                field_manager=FIELD_MANAGER,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def delete(self, name: str) -> None:
+        """Delete the InferenceService (``NotFound`` when it is already gone)."""
+        api = self._objects()
+        self._call(
+            "delete",
+            name,
+            lambda: api.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+
 class KubernetesRollout:
     """Roll the champion out by patching a KServe InferenceService."""
 
@@ -147,88 +278,18 @@ class KubernetesRollout:
         self.settings = settings
         self.namespace = settings.kube_namespace
         self.name = settings.inference_service_name
-        self.resource = f"InferenceService {self.namespace}/{self.name}"
-        self._api_client = api_client
+        self.api = InferenceServices(
+            self.namespace, api_client, f"get and patch on {PLURAL}.{GROUP}"
+        )
+        self.resource = self.api.resource(self.name)
         self._resolve = resolve
         self.poll_interval_s = poll_interval_s
 
-    def _objects(self) -> client.CustomObjectsApi:
-        # Config is loaded on first use, so building the rollout never fails on its own.
-        if self._api_client is None:
-            self._api_client = load_api_client()
-        return client.CustomObjectsApi(self._api_client)
-
-    def _call(self, verb: str, request: Callable[[], object]) -> dict[str, Any]:
-        """Run one API request; errors become ``VroomError``s naming the resource."""
-        try:
-            answer = request()
-        except ApiException as exc:
-            raise self._error(verb, exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise DependencyUnavailable(
-                "kubernetes", f"{verb} {self.resource}: {exc or type(exc).__name__}"
-            ) from exc
-        if not isinstance(answer, dict):
-            raise DependencyUnavailable(
-                "kubernetes", f"{verb} {self.resource}: not a JSON object: {answer!r:.200}"
-            )
-        return answer
-
-    def _error(self, verb: str, exc: ApiException) -> VroomError:
-        message = api_message(exc)
-        status = exc.status
-        if status == 404:
-            return NotFound(
-                f"{self.resource} not found ({verb} {isvc_path(self.namespace, self.name)}): "
-                f"{message}; check inference_service_name and kube_namespace"
-            )
-        if status in (401, 403):
-            return PermissionDenied(
-                f"not allowed to {verb} {self.resource} (HTTP {status}): {message}; the "
-                f"service account needs get and patch on {PLURAL}.{GROUP} in namespace "
-                f"{self.namespace}"
-            )
-        if status == 409:
-            return Conflict(f"{verb} {self.resource} conflicted (HTTP 409): {message}")
-        if status in (400, 422):
-            return InvalidInput(f"{verb} {self.resource} was rejected (HTTP {status}): {message}")
-        return DependencyUnavailable(
-            "kubernetes", f"{verb} {self.resource} failed (HTTP {status}): {message}"
-        )
-
     def get(self) -> dict[str, Any]:
-        """The InferenceService as the API server has it."""
-        api = self._objects()
-        return self._call(
-            "get",
-            lambda: api.get_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                self.name,
-                _request_timeout=REQUEST_TIMEOUT,
-            ),
-        )
+        return self.api.get(self.name)
 
     def patch(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch the InferenceService; returns it as patched."""
-        api = self._objects()
-        return self._call(
-            "patch",
-            lambda: api.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                self.name,
-                body,
-                field_manager=FIELD_MANAGER,
-                # Explicit: older clients picked json-patch (a list of operations) by default.
-                _content_type=MERGE_PATCH,
-                _request_timeout=REQUEST_TIMEOUT,
-            ),
-        )
+        return self.api.patch(self.name, body)
 
     def rollout(self) -> RolloutResult:
         champion = self._resolve(self.settings)
@@ -286,3 +347,243 @@ class KubernetesRollout:
                 )
             time.sleep(max(0.0, min(self.poll_interval_s, deadline - time.monotonic())))
             isvc = self.get()
+
+
+# --- progressive rollouts ---------------------------------------------------------------------
+
+#: Marks the candidate InferenceService and its predictor pods.
+LABEL_ROLE: Final = "vroom-forecast.io/role"
+#: The champion InferenceService a candidate was copied from.
+ANNOTATION_CANDIDATE_OF: Final = "vroom-forecast.io/candidate-of"
+#: Annotations of the champion the candidate keeps (KServe's own: deployment mode, ...).
+COPIED_ANNOTATION_PREFIX: Final = "serving.kserve.io/"
+#: ``status.modelStatus.transitionStatus`` values after which KServe stops trying.
+FAILED_TRANSITIONS: Final = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
+
+
+def candidate_manifest(
+    champion: dict[str, Any], candidate: ChampionRef, name: str, served_model: str
+) -> dict[str, Any]:
+    """The candidate InferenceService: the champion's spec with the candidate's
+    ``storageUri``, one replica to start with, serving under ``served_model``.
+
+    KServe appends the InferenceService's ``args`` to the runtime's, and the model
+    server takes the last ``--model_name``; the gateway calls the candidate by that name.
+    The champion owns the candidate, so deleting the champion removes it too.
+    """
+    metadata = champion.get("metadata") or {}
+    spec = copy.deepcopy(champion.get("spec") or {})
+    predictor = spec.setdefault("predictor", {})
+    predictor.pop("canaryTrafficPercent", None)
+    predictor["minReplicas"] = 1
+    predictor["labels"] = {**(predictor.get("labels") or {}), LABEL_ROLE: "candidate"}
+    model = predictor.setdefault("model", {})
+    model["storageUri"] = candidate.storage_uri
+    model["args"] = [*(model.get("args") or []), "--model_name", served_model]
+    annotations = {
+        key: value
+        for key, value in (metadata.get("annotations") or {}).items()
+        if key.startswith(COPIED_ANNOTATION_PREFIX)
+    }
+    annotations.update(
+        {
+            ANNOTATION_MODEL_NAME: candidate.model_name,
+            ANNOTATION_MODEL_VERSION: candidate.version,
+            ANNOTATION_CANDIDATE_OF: str(metadata.get("name", "")),
+        }
+    )
+    labels = {
+        **(metadata.get("labels") or {}),
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        LABEL_ROLE: "candidate",
+    }
+    manifest: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": metadata.get("namespace"),
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+    if metadata.get("uid"):
+        manifest["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "InferenceService",
+                "name": metadata["name"],
+                "uid": metadata["uid"],
+            }
+        ]
+    return manifest
+
+
+def load_failure(isvc: dict[str, Any]) -> str | None:
+    """Why KServe gave up on the InferenceService's current generation, if it did."""
+    generation = _dig(isvc, "metadata", "generation")
+    observed = _dig(isvc, "status", "observedGeneration")
+    if generation is not None and observed is not None and int(observed) < int(generation):
+        return None  # the failure, if any, is about an older spec
+    status = _dig(isvc, "status", "modelStatus") or {}
+    if status.get("transitionStatus") not in FAILED_TRANSITIONS:
+        return None
+    info = status.get("lastFailureInfo") or {}
+    detail = ": ".join(str(info[k]) for k in ("reason", "message") if info.get(k))
+    return f"{status['transitionStatus']}" + (f" ({detail})" if detail else "")
+
+
+ServedVersion = Callable[[str, str], "str | None"]
+"""``(predictor base URL, served model name)`` -> the version it reports, or ``None``."""
+
+
+def predictor_version(base_url: str, model_name: str) -> str | None:
+    return PredictorRepository(base_url, timeout_s=METADATA_TIMEOUT_S).served_version(model_name)
+
+
+class KubernetesDeployer:
+    """Progressive rollouts on a cluster: the candidate is an InferenceService of its own
+    (``<isvc>-candidate``) beside the champion's, and the gateway splits and mirrors
+    traffic between the two predictors' Services.
+
+    RBAC: ``get``, ``patch`` on the champion InferenceService; ``get``, ``patch``,
+    ``delete`` on the candidate's; ``create`` on ``inferenceservices``.
+    """
+
+    backend: BackendName = "kubernetes"
+
+    def __init__(
+        self,
+        settings: Settings,
+        api_client: client.ApiClient | None = None,
+        *,
+        resolve: Callable[[Settings, str], ChampionRef] = resolve_version,
+        served_version: ServedVersion = predictor_version,
+    ) -> None:
+        self.settings = settings
+        self.champion_name = settings.inference_service_name
+        self.candidate_name = candidate_name(self.champion_name)
+        self.served_candidate = candidate_name(settings.model_name)
+        self.api = InferenceServices(
+            settings.kube_namespace,
+            api_client,
+            f"get and patch on {PLURAL}.{GROUP} {self.champion_name!r}, get, patch and "
+            f"delete on {self.candidate_name!r}, and create on {PLURAL}.{GROUP}",
+        )
+        self._resolve = resolve
+        self._served_version = served_version
+
+    # --- the candidate --------------------------------------------------------------------
+
+    def deploy_candidate(self, version: str) -> None:
+        """Create the candidate InferenceService, or bring an existing one to ``version``
+        (a controller that died after creating it, or a leftover)."""
+        candidate = self._resolve(self.settings, version)
+        champion = self.api.get(self.champion_name)
+        manifest = candidate_manifest(
+            champion, candidate, self.candidate_name, self.served_candidate
+        )
+        try:
+            self.api.create(manifest)
+        except Conflict:
+            existing = self.api.get(self.candidate_name)
+            if _serves_uri(existing, candidate):
+                return
+            metadata = manifest["metadata"]
+            self.api.patch(
+                self.candidate_name,
+                {
+                    "metadata": {
+                        "labels": metadata["labels"],
+                        "annotations": metadata["annotations"],
+                    },
+                    "spec": manifest["spec"],
+                },
+            )
+        log.info(
+            "candidate inference service deployed",
+            resource=self.api.resource(self.candidate_name),
+            version=version,
+            storage_uri=candidate.storage_uri,
+        )
+
+    def candidate_ready(self, version: str) -> str | None:
+        try:
+            isvc = self.api.get(self.candidate_name)
+        except NotFound as exc:
+            raise RolloutFailed(
+                f"{self.api.resource(self.candidate_name)} disappeared while v{version} "
+                "was starting"
+            ) from exc
+        return self._serving(
+            isvc,
+            self.candidate_name,
+            self.settings.candidate_predictor_url,
+            self.served_candidate,
+            version,
+        )
+
+    def remove_candidate(self) -> str:
+        resource = self.api.resource(self.candidate_name)
+        try:
+            self.api.delete(self.candidate_name)
+        except NotFound:
+            return f"{resource} was already gone"
+        log.info("candidate inference service deleted", resource=resource)
+        return f"{resource} deleted"
+
+    # --- the champion -----------------------------------------------------------------------
+
+    def serve_champion(self, version: str) -> None:
+        """Patch the champion's ``storageUri`` (a rolling update: no unavailability)."""
+        target = self._resolve(self.settings, version)
+        isvc = self.api.get(self.champion_name)
+        if _serves_uri(isvc, target):
+            return
+        self.api.patch(self.champion_name, patch_body(target))
+        log.info(
+            "inference service patched",
+            resource=self.api.resource(self.champion_name),
+            version=version,
+            storage_uri=target.storage_uri,
+        )
+
+    def champion_serves(self, version: str) -> str | None:
+        isvc = self.api.get(self.champion_name)
+        return self._serving(
+            isvc,
+            self.champion_name,
+            self.settings.predictor_url,
+            self.settings.model_name,
+            version,
+        )
+
+    # --- shared -----------------------------------------------------------------------------
+
+    def _serving(
+        self, isvc: dict[str, Any], name: str, url: str, served_model: str, version: str
+    ) -> str | None:
+        """A description once ``isvc`` is Ready for its spec of ``version`` and its
+        predictor reports that version; ``None`` while on the way; raises when KServe
+        gave up."""
+        resource = self.api.resource(name)
+        if _dig(isvc, "metadata", "annotations", ANNOTATION_MODEL_VERSION) != version:
+            return None
+        failure = load_failure(isvc)
+        if failure is not None:
+            raise RolloutFailed(f"{resource} failed to serve v{version}: {failure}")
+        generation = _dig(isvc, "metadata", "generation")
+        if not is_ready(isvc, int(generation) if generation else None):
+            return None
+        served = self._served_version(url, served_model)
+        if served != version:
+            return None
+        uri = _dig(isvc, "spec", "predictor", "model", "storageUri")
+        return f"{resource} serves {served_model} v{version} from {uri}"
+
+
+def _serves_uri(isvc: dict[str, Any], target: ChampionRef) -> bool:
+    uri = _dig(isvc, "spec", "predictor", "model", "storageUri")
+    version = _dig(isvc, "metadata", "annotations", ANNOTATION_MODEL_VERSION)
+    return bool(uri == target.storage_uri and version == target.version)
