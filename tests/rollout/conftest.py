@@ -11,12 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import redis
 from kubernetes import client
 
 from tests.rollout.fake_kube import FakeKube, inference_service, serve
 from vroom_common.settings import Settings
 from vroom_rollout.champion import ChampionRef
 from vroom_rollout.kubernetes import KubernetesRollout
+from vroom_rollout.progressive.store import RolloutStore
 
 NAMESPACE = "serving"
 ISVC_NAME = "vroom-forecast"
@@ -143,3 +145,24 @@ def make_fake_predictor() -> Iterator[Callable[..., FakePredictor]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --- progressive rollouts on a real Redis -----------------------------------------------
+
+
+@pytest.fixture
+def settings(isolated_settings: Settings) -> Settings:
+    return isolated_settings.with_overrides(
+        rollout_steps=[10, 50],
+        rollout_shadow_s=10,
+        rollout_step_s=10,
+        rollout_min_requests=20,
+        rollout_max_error_rate=0.05,
+        rollout_lease_ttl_s=1.0,
+        rollout_tick_s=0.02,
+    )
+
+
+@pytest.fixture
+def store(settings: Settings, redis_client: redis.Redis) -> RolloutStore:
+    return RolloutStore(redis_client, settings.model_name)

@@ -1,10 +1,11 @@
-"""A small fake Kubernetes API server: one InferenceService, every request recorded.
+"""A small fake Kubernetes API server: the InferenceServices of one namespace, every
+request recorded.
 
-It serves ``GET`` and ``PATCH`` (JSON merge patch only, as the real API server does
-for custom resources) of the one path an InferenceService lives at, answers ``404``
-for every other path, and can be told to fail a method with a status (``fail``) or
-to report ``Ready`` only after some GETs following a spec change
-(``ready_after_gets``), like a KServe controller reconciling a new generation.
+It serves ``GET``, ``PATCH`` (JSON merge patch only, as the real API server does for
+custom resources) and ``DELETE`` of an InferenceService, ``POST`` (create) to the
+collection, answers ``404`` for every other path, and can be told to fail a method
+with a status (``fail``) or to report ``Ready`` only after some GETs following a spec
+change (``ready_after_gets``), like a KServe controller reconciling a new generation.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def inference_service(
             "namespace": namespace,
             "generation": 1,
             "resourceVersion": "1",
+            "uid": f"uid-{name}",
             "annotations": dict(annotations or {}),
         },
         "spec": {
@@ -76,7 +78,12 @@ def inference_service(
 
 @dataclass
 class FakeKube:
-    """The scripted state of the fake server (mutable from the tests)."""
+    """The scripted state of the fake server (mutable from the tests).
+
+    ``name`` is the InferenceService the tests start with (``isvc``); a POST to the
+    collection creates others, which start not Ready and turn Ready after
+    ``ready_after_gets`` GETs, like a new generation.
+    """
 
     namespace: str
     name: str
@@ -89,77 +96,132 @@ class FakeKube:
     """Ready status shown meanwhile; ``"True"`` is a stale Ready left from the old generation."""
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
-    _pending_gets: int = 0
+    others: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every other InferenceService of the namespace, by name."""
+    _pending_gets: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def path(self) -> str:
         return ISVC_PATH.format(namespace=self.namespace, name=self.name)
 
+    @property
+    def collection(self) -> str:
+        return self.path.rsplit("/", 1)[0]
+
     def methods(self) -> list[str]:
         return [r.method for r in self.requests]
 
-    def handle(self, method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    def calls(self) -> list[tuple[str, str]]:
+        """``(method, name)`` of each request; the collection is ``""``."""
+        return [
+            (r.method, r.path[len(self.collection) + 1 :] if r.path != self.collection else "")
+            for r in self.requests
+        ]
+
+    def _find(self, name: str) -> dict[str, Any] | None:
+        return self.isvc if name == self.name else self.others.get(name)
+
+    def _store(self, name: str, isvc: dict[str, Any] | None) -> None:
+        if name == self.name:
+            self.isvc = isvc
+        elif isvc is None:
+            self.others.pop(name, None)
+        else:
+            self.others[name] = isvc
+
+    def handle(  # noqa: PLR0911 - one answer per verb and per failure
+        self, method: str, path: str, body: Any, headers: dict[str, str]
+    ) -> tuple[int, Any]:
         with self._lock:
             if method in self.fail:
                 return self._status(self.fail[method])
-            if path != self.path or self.isvc is None:
+            if path == self.collection:
+                return self._create(body) if method == "POST" else self._status(405)
+            if not path.startswith(self.collection + "/"):
                 return self._status(404)
+            name = path[len(self.collection) + 1 :]
+            isvc = self._find(name)
+            if isvc is None:
+                return self._status(404, name)
             if method == "GET":
-                return 200, self._get()
+                return 200, self._get(name, isvc)
             if method == "PATCH":
                 if headers.get("content-type") != "application/merge-patch+json":
                     return self._status(415)
-                return 200, self._patch(body)
+                return 200, self._patch(name, isvc, body)
+            if method == "DELETE":
+                self._store(name, None)
+                return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
             return self._status(405)
 
-    def _get(self) -> Any:
-        assert self.isvc is not None
-        if self._pending_gets > 0:
-            self._pending_gets -= 1
-            if self._pending_gets == 0:
-                self.isvc["status"] = {
-                    "observedGeneration": self.isvc["metadata"]["generation"],
+    def _create(self, body: Any) -> tuple[int, Any]:
+        name = body["metadata"]["name"]
+        if self._find(name) is not None:
+            return self._status(409, name, exists=True)
+        isvc = copy.deepcopy(body)
+        isvc["metadata"].update(generation=1, resourceVersion="1", uid=f"uid-{name}")
+        isvc["status"] = {"observedGeneration": 1, "conditions": []}
+        self._store(name, isvc)
+        self._not_ready(name, isvc)
+        return 201, copy.deepcopy(isvc)
+
+    def _not_ready(self, name: str, isvc: dict[str, Any]) -> None:
+        if self.ready_after_gets <= 0:
+            isvc["status"] = {
+                "observedGeneration": isvc["metadata"]["generation"],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }
+            return
+        # The controller has not seen the new generation yet.
+        self._pending_gets[name] = self.ready_after_gets
+        isvc["status"]["conditions"] = [
+            {
+                "type": "Ready",
+                "status": self.pending_ready,
+                "reason": "RevisionMissing",
+                "message": "Revision is being created",
+            }
+        ]
+
+    def _get(self, name: str, isvc: dict[str, Any]) -> Any:
+        pending = self._pending_gets.get(name, 0)
+        if pending > 0:
+            self._pending_gets[name] = pending - 1
+            if pending == 1:
+                isvc["status"] = {
+                    "observedGeneration": isvc["metadata"]["generation"],
                     "conditions": [{"type": "Ready", "status": "True"}],
                 }
-        return copy.deepcopy(self.isvc)
+        return copy.deepcopy(isvc)
 
-    def _patch(self, body: Any) -> Any:
-        assert self.isvc is not None
-        before = copy.deepcopy(self.isvc["spec"])
-        self.isvc = merge_patch(self.isvc, body)
-        metadata = self.isvc["metadata"]
+    def _patch(self, name: str, isvc: dict[str, Any], body: Any) -> Any:
+        before = copy.deepcopy(isvc["spec"])
+        isvc = merge_patch(isvc, body)
+        self._store(name, isvc)
+        metadata = isvc["metadata"]
         metadata["resourceVersion"] = str(int(metadata["resourceVersion"]) + 1)
-        if self.isvc["spec"] != before:
+        if isvc["spec"] != before:
             metadata["generation"] += 1
-            if self.ready_after_gets > 0:
-                # The controller has not seen the new generation yet.
-                self._pending_gets = self.ready_after_gets
-                self.isvc["status"]["conditions"] = [
-                    {
-                        "type": "Ready",
-                        "status": self.pending_ready,
-                        "reason": "RevisionMissing",
-                        "message": "Revision is being created",
-                    }
-                ]
-            else:
-                self.isvc["status"]["observedGeneration"] = metadata["generation"]
-        return copy.deepcopy(self.isvc)
+            self._not_ready(name, isvc)
+        return copy.deepcopy(isvc)
 
-    def _status(self, code: int) -> tuple[int, Any]:
-        reason = _REASONS.get(code, "Unknown")
+    def _status(self, code: int, name: str = "", *, exists: bool = False) -> tuple[int, Any]:
+        name = name or self.name
+        reason = "AlreadyExists" if exists else _REASONS.get(code, "Unknown")
         message = {
             403: (
-                f'inferenceservices.serving.kserve.io "{self.name}" is forbidden: User '
+                f'inferenceservices.serving.kserve.io "{name}" is forbidden: User '
                 f'"system:serviceaccount:{self.namespace}:vroom" cannot patch resource '
                 f'"inferenceservices" in API group "serving.kserve.io" in the namespace '
                 f'"{self.namespace}"'
             ),
-            404: f'inferenceservices.serving.kserve.io "{self.name}" not found',
+            404: f'inferenceservices.serving.kserve.io "{name}" not found',
             409: (
-                "Operation cannot be fulfilled on inferenceservices.serving.kserve.io "
-                f'"{self.name}": the object has been modified; please apply your changes to '
+                f'inferenceservices.serving.kserve.io "{name}" already exists'
+                if exists
+                else "Operation cannot be fulfilled on inferenceservices.serving.kserve.io "
+                f'"{name}": the object has been modified; please apply your changes to '
                 "the latest version"
             ),
         }.get(code, reason)

@@ -4,11 +4,19 @@ Kubernetes API server)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
+import redis
+
 from vroom_common.errors import NotFound
-from vroom_common.events import ModelPromoted
+from vroom_common.events import ModelPromoted, RolloutProgressed, RolloutRequested, Stream, decode
+from vroom_common.settings import Settings
 from vroom_rollout.base import BackendName
+from vroom_rollout.progressive.controller import Controller, Deployer
+from vroom_rollout.progressive.machine import RolloutState
+from vroom_rollout.progressive.signals import SignalBatch
+from vroom_rollout.progressive.store import RolloutStore, signals_key
 
 
 @dataclass
@@ -84,3 +92,66 @@ class ScriptedDeployer:
     def remove_candidate(self) -> str:
         self.calls.append(("remove_candidate",))
         return "removed"
+
+
+# --- driving a controller by hand ----------------------------------------------------------
+
+
+class Clock:
+    """Wall time that moves only when a test says (requests carry real timestamps)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_controller(  # noqa: PLR0917
+    settings: Settings,
+    store: RolloutStore,
+    deployer: Deployer,
+    registry: RecordingRegistry,
+    clock: Clock,
+    owner: str = "c1",
+) -> Controller:
+    controller = Controller(
+        settings,
+        store,
+        deployer,
+        registry,
+        owner=owner,
+        clock=clock,  # type: ignore[arg-type]
+    )
+    assert store.acquire(owner, settings.rollout_lease_ttl_s) or store.leader() != owner
+    return controller
+
+
+def send(store: RolloutStore, action: str, **fields: object) -> str:
+    return store.request(
+        RolloutRequested(model_name=store.model_name, action=action, requested_by="test", **fields)  # type: ignore[arg-type]
+    )
+
+
+def feed(client: redis.Redis, state: RolloutState, **signals: float) -> None:
+    """The counts a gateway would flush for the current step (through HINCRBY)."""
+    batch = SignalBatch()
+    key = signals_key(state.model_name, state.id, state.step_name)
+    n = int(signals.get("n", 40))
+    for _ in range(n):
+        batch.observe(key, state.champion_version or "", 2.0, ok=True)
+        batch.observe(key, state.candidate_version or "", signals.get("candidate_ms", 2.0), ok=True)
+        batch.compare(key, state.candidate_version or "", signals.get("gap", 0.1))
+    for _ in range(int(signals.get("errors", 0))):
+        batch.observe(key, state.candidate_version or "", 0.0, ok=False)
+    for hash_key, fields in batch.drain().items():
+        for name, count in fields.items():
+            client.hincrby(hash_key, name, count)
+
+
+def announced(client: redis.Redis) -> list[RolloutProgressed]:
+    return [
+        event
+        for _id, fields in client.xrange(Stream.ROLLOUTS)
+        if isinstance(event := decode(fields), RolloutProgressed)
+    ]

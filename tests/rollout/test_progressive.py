@@ -5,14 +5,21 @@ test_kubernetes_deployer.py and tests/e2e/test_rollouts.py for the real ones).""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import redis
 
-from tests.rollout.stand_ins import RecordingRegistry, ScriptedDeployer
+from tests.rollout.stand_ins import (
+    Clock,
+    RecordingRegistry,
+    ScriptedDeployer,
+    announced,
+    feed,
+    make_controller,
+    send,
+)
 from vroom_common.errors import Conflict, DependencyUnavailable
-from vroom_common.events import RolloutProgressed, RolloutRequested, Stream, decode
+from vroom_common.events import RolloutRequested
 from vroom_common.settings import Settings
 from vroom_rollout.base import RolloutFailed
 from vroom_rollout.progressive import machine
@@ -20,7 +27,7 @@ from vroom_rollout.progressive.controller import Controller
 from vroom_rollout.progressive.machine import Policy, RolloutState, judge
 from vroom_rollout.progressive.requests import request
 from vroom_rollout.progressive.signals import DISAGREEMENT, LATENCY_MS, SignalBatch, summarize
-from vroom_rollout.progressive.store import LeaseLost, RolloutStore, signals_key
+from vroom_rollout.progressive.store import LeaseLost, RolloutStore
 
 pytestmark = pytest.mark.integration
 
@@ -155,84 +162,6 @@ def test_schedule_goes_through_every_step_then_promoting() -> None:
 
 
 # --- the controller on Redis --------------------------------------------------------------
-
-
-class Clock:
-    """Wall time that moves only when a test says (requests carry real timestamps)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def settings(isolated_settings: Settings) -> Settings:
-    return isolated_settings.with_overrides(
-        rollout_steps=[10, 50],
-        rollout_shadow_s=10,
-        rollout_step_s=10,
-        rollout_min_requests=20,
-        rollout_max_error_rate=0.05,
-        rollout_lease_ttl_s=1.0,
-        rollout_tick_s=0.02,
-    )
-
-
-@pytest.fixture
-def store(settings: Settings, redis_client: redis.Redis) -> RolloutStore:
-    return RolloutStore(redis_client, settings.model_name)
-
-
-def make_controller(  # noqa: PLR0917
-    settings: Settings,
-    store: RolloutStore,
-    deployer: ScriptedDeployer,
-    registry: RecordingRegistry,
-    clock: Clock,
-    owner: str = "c1",
-) -> Controller:
-    controller = Controller(
-        settings,
-        store,
-        deployer,
-        registry,
-        owner=owner,
-        clock=clock,  # type: ignore[arg-type]
-    )
-    assert store.acquire(owner, settings.rollout_lease_ttl_s) or store.leader() != owner
-    return controller
-
-
-def send(store: RolloutStore, action: str, **fields: object) -> str:
-    return store.request(
-        RolloutRequested(model_name=store.model_name, action=action, requested_by="test", **fields)  # type: ignore[arg-type]
-    )
-
-
-def feed(client: redis.Redis, state: RolloutState, **signals: float) -> None:
-    """The counts a gateway would flush for the current step (through HINCRBY)."""
-    batch = SignalBatch()
-    key = signals_key(state.model_name, state.id, state.step_name)
-    n = int(signals.get("n", 40))
-    for _ in range(n):
-        batch.observe(key, state.champion_version or "", 2.0, ok=True)
-        batch.observe(key, state.candidate_version or "", signals.get("candidate_ms", 2.0), ok=True)
-        batch.compare(key, state.candidate_version or "", signals.get("gap", 0.1))
-    for _ in range(int(signals.get("errors", 0))):
-        batch.observe(key, state.candidate_version or "", 0.0, ok=False)
-    for hash_key, fields in batch.drain().items():
-        for field, count in fields.items():
-            client.hincrby(hash_key, field, count)
-
-
-def announced(client: redis.Redis) -> list[RolloutProgressed]:
-    return [
-        event
-        for _id, fields in client.xrange(Stream.ROLLOUTS)
-        if isinstance(event := decode(fields), RolloutProgressed)
-    ]
 
 
 def test_a_good_candidate_goes_through_every_step_and_is_promoted(
