@@ -117,3 +117,43 @@ def test_redis_down_keeps_the_promotion_and_reports_the_event_unpublished(
         version,
         False,
     )
+
+
+def test_under_progressive_delivery_a_better_candidate_starts_a_rollout(
+    isolated_settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The first model goes live at once (nothing to compare it with live); a better one
+    starts a rollout and leaves the champion alias to the rollout controller."""
+    settings = isolated_settings
+    client = MlflowClient(settings.mlflow_uri)
+    started: list[tuple[str, str]] = []
+    rolled_out: list[str] = []
+
+    def start(version: str, reason: str) -> str:
+        started.append((version, reason))
+        return f"rollout-{version}"
+
+    v1 = candidate_with_score(settings, 3.50)
+    first = promote(settings, rollout=lambda e: rolled_out.append(e.version), start_rollout=start)
+    assert (first.outcome, first.champion_version, first.rollout_id) == ("promoted", v1, None)
+    assert started == []
+
+    v2 = candidate_with_score(settings, 3.40)
+    better = promote(settings, rollout=lambda e: rolled_out.append(e.version), start_rollout=start)
+    assert (better.outcome, better.rollout_id, better.champion_version) == (
+        "rollout-started",
+        f"rollout-{v2}",
+        v1,
+    )
+    assert [version for version, _ in started] == [v2]
+    assert "3.4000 < champion's 3.5000" in started[0][1]
+    assert client.get_model_version_by_alias(settings.model_name, ALIAS_CHAMPION).version == v1
+    assert client.get_model_version(settings.model_name, v2).tags[TAG_PROMOTION] == "rollout"
+    # Only the first model was announced and rolled out at once.
+    assert [e.version for e in promoted_events(redis_client)] == [v1]
+    assert rolled_out == [v1]
+
+    candidate_with_score(settings, 3.60)
+    worse = promote(settings, start_rollout=start)
+    assert worse.outcome == "retained"
+    assert len(started) == 1
