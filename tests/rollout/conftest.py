@@ -12,10 +12,14 @@ from typing import Any
 
 import pytest
 import redis
+import typer
+from click.testing import Result
 from kubernetes import client
+from typer.testing import CliRunner
 
 from tests.rollout.fake_kube import FakeKube, inference_service, serve
-from vroom_common.settings import Settings
+from vroom_common.settings import Settings, get_settings
+from vroom_pipelines.cli import register
 from vroom_rollout.champion import ChampionRef
 from vroom_rollout.kubernetes import KubernetesRollout
 from vroom_rollout.progressive.store import RolloutStore
@@ -166,3 +170,31 @@ def settings(isolated_settings: Settings) -> Settings:
 @pytest.fixture
 def store(settings: Settings, redis_client: redis.Redis) -> RolloutStore:
     return RolloutStore(redis_client, settings.model_name)
+
+
+# --- the vroom CLI -------------------------------------------------------------------------
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
+    """``vroom <args>`` with the environment of ``isolated_settings`` (plus ``env``)."""
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+
+    def invoke(*args: str, **env: str) -> Result:
+        base = {
+            "VROOM_REDIS_URL": isolated_settings.redis_url,
+            "VROOM_MLFLOW_URI": isolated_settings.mlflow_uri,
+            "VROOM_MODEL_NAME": isolated_settings.model_name,
+            "VROOM_MLFLOW_EXPERIMENT": isolated_settings.mlflow_experiment,
+        }
+        for key, value in {**base, **env}.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        return runner.invoke(app, [*args, "--state-dir", str(isolated_settings.state_dir)])
+
+    yield invoke
+    get_settings.cache_clear()

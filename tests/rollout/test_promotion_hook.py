@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 import redis
-import typer
-from click.testing import Result
-from typer.testing import CliRunner
 
 from tests.pipelines.test_promote import candidate_with_score
-from tests.rollout.conftest import FakePredictor
+from tests.rollout.conftest import FakePredictor, Invoke
 from vroom_common.errors import DependencyUnavailable
 from vroom_common.events import ModelPromoted
-from vroom_common.settings import Settings, get_settings
-from vroom_pipelines.cli import register
+from vroom_common.settings import Settings
 from vroom_pipelines.promote import promote
 from vroom_rollout import BackendName, RolloutResult, as_promotion_hook
 
@@ -83,32 +79,6 @@ def test_raise_errors_propagates_the_rollout_error() -> None:
     event = ModelPromoted(model_name="m", version="1", run_id="r", cv_mae_mean=1.0)
     with pytest.raises(DependencyUnavailable, match="predictor is unavailable"):
         hook(event)
-
-
-Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
-    """``vroom <args>`` with the environment of ``isolated_settings`` (plus ``env``)."""
-    app = typer.Typer()
-    register(app)
-    runner = CliRunner()
-
-    def invoke(*args: str, **env: str) -> Result:
-        base = {
-            "VROOM_REDIS_URL": isolated_settings.redis_url,
-            "VROOM_MLFLOW_URI": isolated_settings.mlflow_uri,
-            "VROOM_MODEL_NAME": isolated_settings.model_name,
-            "VROOM_MLFLOW_EXPERIMENT": isolated_settings.mlflow_experiment,
-        }
-        for key, value in {**base, **env}.items():
-            monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
-        return runner.invoke(app, [*args, "--state-dir", str(isolated_settings.state_dir)])
-
-    yield invoke
-    get_settings.cache_clear()
 
 
 def test_cli_promote_reports_a_failed_rollout_after_the_promotion(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -124,6 +125,7 @@ def _show(snapshot: Snapshot) -> None:
 @app.command("status")
 def status(
     ctx: typer.Context,
+    state_dir: StateDir = None,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Redraw every second until it ends.")
     ] = False,
@@ -131,7 +133,7 @@ def status(
     """The current (or last) rollout: state, share, signals per version, history."""
     from vroom_rollout.progressive.requests import current
 
-    settings = settings_for(ctx.obj)
+    settings = settings_for(state_dir or ctx.obj)
     with exit_on_error():
         snapshot = current(settings)
         if not watch:
@@ -147,11 +149,13 @@ def status(
                 live.update(Group(*render(snapshot)), refresh=True)
 
 
-def _ask(ctx: typer.Context, action: RolloutAction, **fields: object) -> None:
+def _ask(
+    ctx: typer.Context, state_dir: Path | None, action: RolloutAction, **fields: object
+) -> None:
     from vroom_common.events import RolloutRequested
     from vroom_rollout.progressive.requests import current, request
 
-    settings = settings_for(ctx.obj)
+    settings = settings_for(state_dir or ctx.obj)
     with exit_on_error():
         command = RolloutRequested(
             model_name=settings.model_name,
@@ -190,10 +194,12 @@ def start(
         float | None, typer.Option(min=0, help="Shadow time; 0 skips shadow (default: settings).")
     ] = None,
     reason: Reason = None,
+    state_dir: StateDir = None,
 ) -> None:
     """Start a progressive rollout of VERSION against the champion."""
     _ask(
         ctx,
+        state_dir,
         "start",
         version=version,
         steps=_steps(steps),
@@ -204,12 +210,12 @@ def start(
 
 
 @app.command("promote")
-def promote(ctx: typer.Context, reason: Reason = None) -> None:
+def promote(ctx: typer.Context, reason: Reason = None, state_dir: StateDir = None) -> None:
     """Skip the remaining steps: make the candidate champion now."""
-    _ask(ctx, "promote", reason=reason)
+    _ask(ctx, state_dir, "promote", reason=reason)
 
 
 @app.command("abort")
-def abort(ctx: typer.Context, reason: Reason = None) -> None:
+def abort(ctx: typer.Context, reason: Reason = None, state_dir: StateDir = None) -> None:
     """Roll the candidate back now; the champion keeps serving."""
-    _ask(ctx, "abort", reason=reason)
+    _ask(ctx, state_dir, "abort", reason=reason)
