@@ -13,10 +13,12 @@ from tests.conftest import Champion
 from tests.gateway.conftest import VEHICLE, dead_port
 from tests.predictor.conftest import Served, predictor_settings, start_predictor
 from vroom_cli.stack import down
+from vroom_common.events import ModelLoaded
 from vroom_common.registry import ALIAS_CHAMPION
 from vroom_common.settings import Settings
 from vroom_features import FEATURE_NAMES
 from vroom_gateway.app import create_app
+from vroom_gateway.routes.events import health_changed
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +149,13 @@ def test_predictor_without_a_model(
     assert health["model_version"] is None
     assert response.status_code == 503
     assert response.json()["detail"].startswith(f"model {settings.model_name!r} is not ready")
+
+
+def test_only_the_champions_predictor_loading_a_version_changes_the_health() -> None:
+    """On a cluster the candidate's predictor publishes ``model-loaded`` under its own
+    name; ``/events`` clients must not see the candidate's version as the served one."""
+    convert = health_changed("vroom-forecast")
+    champion = convert(ModelLoaded(model_name="vroom-forecast", version="8"))
+    candidate = convert(ModelLoaded(model_name="vroom-forecast-candidate", version="9"))
+    assert champion == {"type": "health-changed", "status": "ok", "model_version": "8"}
+    assert candidate is None

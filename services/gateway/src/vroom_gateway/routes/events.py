@@ -110,11 +110,16 @@ async def start(client: aioredis.Redis, stream: Stream, last_event_id: str | Non
         return "$"  # Redis is down: start from whatever comes once it is back
 
 
-def _health_changed(event: Event) -> Payload | None:
-    """A predictor serving a new version: the health as clients see it changed."""
-    if not isinstance(event, events.ModelLoaded):
-        return None
-    return {"type": HEALTH_CHANGED, "status": "ok", "model_version": event.version}
+def health_changed(model_name: str) -> Callable[[Event], Payload | None]:
+    """The champion's predictor serving a new version: the health as clients see it
+    changed. A rollout candidate's predictor (``<model>-candidate``) loading is not."""
+
+    def convert(event: Event) -> Payload | None:
+        if not isinstance(event, events.ModelLoaded) or event.model_name != model_name:
+            return None
+        return {"type": HEALTH_CHANGED, "status": "ok", "model_version": event.version}
+
+    return convert
 
 
 def _vehicle_materialized(event: Event) -> Payload | None:
@@ -159,7 +164,9 @@ async def model_events(
             "model_version": health.model_version,
         }
         yield message(payload, cursor if cursor != "$" else None)
-        async for item in follow(client, Stream.MODELS, cursor, _health_changed):
+        async for item in follow(
+            client, Stream.MODELS, cursor, health_changed(resources.settings.model_name)
+        ):
             yield item
 
     return response(resources, messages())
