@@ -30,6 +30,7 @@ COPY services/gateway/pyproject.toml services/gateway/
 COPY services/features/pyproject.toml services/features/
 COPY services/predictor/pyproject.toml services/predictor/
 COPY services/materializer/pyproject.toml services/materializer/
+COPY services/controller/pyproject.toml services/controller/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package vroom-pipelines --no-editable --no-install-workspace
 

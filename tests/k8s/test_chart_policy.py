@@ -1,6 +1,7 @@
 """Policy checks over the rendered chart: container hardening, labels and selectors,
 Services, settings (names, ports, DAG ids from the Python sources), RBAC and the
-NetworkPolicy graph."""
+NetworkPolicy graph. The progressive-rollout side (controller, candidate) has its own
+module, test_chart_rollouts.py, built on the helpers here."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from tests.k8s.render import (
     render_raw,
 )
 from vroom_common import events
+from vroom_common.registry import candidate_name
 from vroom_common.settings import DEFAULT_MODEL_NAME, Settings
 from vroom_materializer.options import MaterializerOptions
 from vroom_rollout.champion import KSERVE_SCHEMES, map_storage_uri
@@ -40,6 +42,21 @@ UID = 10001
 SCRATCH = "/tmp"  # noqa: S108 - a path inside the pod
 LABEL_DAG_ID = "vroom-forecast.io/dag-id"
 STANDARD_LABELS = ("name", "instance", "component", "part-of", "managed-by", "version")
+#: Our images (images.<component>); the controller's only while controller.enabled.
+OUR_IMAGES = ("gateway", "features", "predictor", "materializer", "pipelines", "controller")
+
+
+def controller_enabled(values: Mapping[str, Any] | Path) -> bool:
+    """Whether a values combination runs the rollout controller."""
+    if isinstance(values, Path):
+        values = load_values(values)
+    return bool(render_values(values)["controller"]["enabled"])
+
+
+def runs_controller(docs: list[dict[str, Any]]) -> bool:
+    """Whether the rendered release has the controller Deployment."""
+    names = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
+    return f"{RELEASE}-controller" in names
 
 
 @pytest.fixture(params=CI_VALUES, ids=CI_IDS)
@@ -92,12 +109,10 @@ def test_every_container_has_requests_and_limits(docs: list[dict[str, Any]]) -> 
 
 def test_long_running_containers_have_probes(docs: list[dict[str, Any]]) -> None:
     long_running = [p for p in pod_specs(docs) if p.long_running]
-    assert {p.component for p in long_running} >= {
-        "gateway",
-        "features",
-        "materializer",
-        "predictor",
-    }
+    expected = {"gateway", "features", "materializer", "predictor"}
+    if runs_controller(docs):
+        expected.add("controller")
+    assert {p.component for p in long_running} >= expected
     for pod in long_running:
         for container in pod.containers(init=False):
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
@@ -116,12 +131,11 @@ def test_writable_scratch_space_and_home(docs: list[dict[str, Any]]) -> None:
             assert home == SCRATCH, f"{pod.owner_name}/{container['name']}: HOME={home}"
 
 
-def test_images_are_pinned(docs: list[dict[str, Any]]) -> None:
+def test_images_are_pinned(values_file: Path, docs: list[dict[str, Any]]) -> None:
     app_version = chart_metadata()["appVersion"]
-    ours = {
-        f"vroom-forecast/{c}"
-        for c in ("gateway", "features", "predictor", "materializer", "pipelines")
-    }
+    ours = {f"vroom-forecast/{c}" for c in OUR_IMAGES}
+    if not controller_enabled(values_file):
+        ours.remove("vroom-forecast/controller")
     seen = set()
     for pod, container in iter_containers(docs):
         image = container["image"]
@@ -138,7 +152,8 @@ def test_images_are_pinned(docs: list[dict[str, Any]]) -> None:
 def test_image_values_layout_matches_the_skaffold_contract() -> None:
     values = chart_values()["images"]
     assert values["pullPolicy"] == "IfNotPresent"
-    for component in ("gateway", "features", "predictor", "materializer", "pipelines"):
+    assert set(values) == {"pullPolicy", *OUR_IMAGES}
+    for component in OUR_IMAGES:
         assert values[component] == {"repository": f"vroom-forecast/{component}", "tag": ""}
     docs = render({"images": {"gateway": {"repository": "reg.local/gw", "tag": "abc123"}}})
     gateway = one(docs, "Deployment", f"{RELEASE}-gateway")
@@ -288,13 +303,28 @@ def test_every_vroom_variable_is_a_real_setting(docs: list[dict[str, Any]]) -> N
 
 
 #: The settings each component reads (field names; one of them for "a | b").
+#: What every party to a progressive rollout reads (docs/rollouts.md).
+ROLLOUT_POLICY = {
+    "rollout_strategy", "rollout_steps", "rollout_shadow_s", "rollout_step_s",
+    "rollout_min_requests", "rollout_max_error_rate", "rollout_max_p99_ratio",
+    "rollout_p99_slack_ms", "rollout_max_disagreement", "rollout_candidate_timeout_s",
+    "rollout_mirror_max_inflight", "rollout_timeout_s",
+}  # fmt: skip
 NEEDS: dict[str, set[str]] = {
     "gateway": {
         "host", "gateway_port", "redis_url", "mlflow_uri", "model_name",
-        "predictor_grpc_target", "feature_service_url", "state_dir", "db_path|database_url",
+        "predictor_grpc_target", "predictor_url", "candidate_predictor_grpc_target",
+        "candidate_predictor_url", "feature_service_url", "state_dir", "db_path|database_url",
         "offline_store_path", "feast_repo", "log_format", "rollout_backend",
         "inference_service_name", "storage_uri_map", "kube_namespace", "pipeline_runner",
-        "kube_materialize_cronjob", "kube_pipeline_cronjob",
+        "kube_materialize_cronjob", "kube_pipeline_cronjob", *ROLLOUT_POLICY,
+    },
+    "controller": {
+        "redis_url", "mlflow_uri", "model_name", "state_dir", "log_format",
+        "rollout_backend", "inference_service_name", "storage_uri_map", "kube_namespace",
+        "predictor_url", "predictor_grpc_target", "candidate_predictor_url",
+        "candidate_predictor_grpc_target", "rollout_lease_ttl_s", "rollout_tick_s",
+        *ROLLOUT_POLICY,
     },
     "features": {
         "host", "feature_service_port", "redis_url", "state_dir", "offline_store_path",
@@ -305,7 +335,7 @@ NEEDS: dict[str, set[str]] = {
     "pipeline": {
         "redis_url", "mlflow_uri", "model_name", "state_dir", "db_path|database_url",
         "offline_store_path", "feast_repo", "log_format", "rollout_backend",
-        "inference_service_name", "storage_uri_map", "kube_namespace",
+        "inference_service_name", "storage_uri_map", "kube_namespace", *ROLLOUT_POLICY,
     },
     "materialize": {
         "redis_url", "mlflow_uri", "state_dir", "db_path|database_url", "offline_store_path",
@@ -327,11 +357,17 @@ def _main_containers(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
     return roles
 
 
-def test_each_service_gets_the_variables_it_reads(docs: list[dict[str, Any]]) -> None:
+def test_each_service_gets_the_variables_it_reads(
+    values_file: Path, docs: list[dict[str, Any]]
+) -> None:
     known = _setting_variables()
     roles = _main_containers(docs)
-    assert set(NEEDS) <= set(roles)
-    for role, needs in NEEDS.items():
+    needs_of = dict(NEEDS)
+    if not controller_enabled(values_file):
+        assert "controller" not in roles
+        del needs_of["controller"]
+    assert set(needs_of) <= set(roles)
+    for role, needs in needs_of.items():
         for container in roles[role]:
             fields = {known[n] for n in container_env(container) if n in known}
             missing = [need for need in needs if not fields & set(need.split("|"))]
@@ -482,6 +518,9 @@ def test_helm_test_pod_and_notes() -> None:
 
 # --- RBAC ---------------------------------------------------------------------------
 
+#: What the controller does to the candidate InferenceService by name.
+KUBE_VERBS = ("get", "patch", "delete")
+
 
 def _grants(role: Mapping[str, Any]) -> set[tuple[str, str, str, str]]:
     return {
@@ -501,12 +540,21 @@ def test_rbac_grants_exactly_what_rollout_and_gateway_need(docs: list[dict[str, 
     cronjobs = [c["metadata"]["name"] for c in of_kind(docs, "CronJob")]
     patch_isvc = {("serving.kserve.io", "inferenceservices", v, isvc) for v in ("get", "patch")}
     roles = {r["metadata"]["name"]: _grants(r) for r in of_kind(docs, "Role")}
-    assert roles == {
+    expected = {
         f"{RELEASE}-rollout": patch_isvc,
         f"{RELEASE}-gateway": patch_isvc
         | {("batch", "cronjobs", "get", name) for name in cronjobs}
         | {("batch", "jobs", verb, "*") for verb in ("create", "list", "get")},
     }
+    if runs_controller(docs):
+        # The candidate InferenceService by name; create cannot be limited to one.
+        candidate = candidate_name(isvc)
+        expected[f"{RELEASE}-controller"] = (
+            patch_isvc
+            | {("serving.kserve.io", "inferenceservices", v, candidate) for v in KUBE_VERBS}
+            | {("serving.kserve.io", "inferenceservices", "create", "*")}
+        )
+    assert roles == expected
     for binding in of_kind(docs, "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == [
@@ -514,7 +562,7 @@ def test_rbac_grants_exactly_what_rollout_and_gateway_need(docs: list[dict[str, 
         ]
 
 
-def test_only_the_gateway_and_the_rollout_get_a_token(docs: list[dict[str, Any]]) -> None:
+def test_only_the_gateway_controller_and_rollout_get_a_token(docs: list[dict[str, Any]]) -> None:
     for account in of_kind(docs, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
     for pod in pod_specs(docs):
@@ -522,6 +570,8 @@ def test_only_the_gateway_and_the_rollout_get_a_token(docs: list[dict[str, Any]]
         account = pod.spec["serviceAccountName"]
         if pod.component == "gateway":
             assert (account, token) == (f"{RELEASE}-gateway", True)
+        elif pod.component == "controller":
+            assert (account, token) == (f"{RELEASE}-controller", True)
         elif pod.component == "pipelines" and pod.labels[LABEL_DAG_ID] == events.DAG_PIPELINE:
             assert (account, token) == (f"{RELEASE}-rollout", True)
         else:
@@ -618,6 +668,9 @@ def _expected_edges(values: Mapping[str, Any]) -> set[tuple[str, str, int]]:
         "pipelines": {redis, mlflow} | database | kube_api,
         "test": {("gateway", 8000)},
     }  # fmt: skip
+    if merged["controller"]["enabled"]:
+        # It asks the predictors (REST) which version they serve; nothing reaches it.
+        outgoing["controller"] = {redis, mlflow, ("predictor", 8080)} | kube_api
     if merged["redis"]["enabled"]:
         outgoing["redis"] = set()
     if merged["mlflow"]["enabled"]:

@@ -28,6 +28,9 @@ from tests.k8s.render import (
     require_shared,
     strip_source,
 )
+from vroom_common.registry import candidate_name
+from vroom_rollout.champion import ChampionRef
+from vroom_rollout.kubernetes import candidate_manifest
 
 #: Kinds validated against KServe's CRDs instead of the Kubernetes schemas.
 KSERVE_CRDS = {
@@ -91,6 +94,20 @@ def _schema_error(values: dict[str, Any]) -> str:
             ["/gateway/resources/requests/memory"],
         ),
         ({"logFormat": "xml"}, ["/logFormat"]),
+        ({"rollout": {"steps": [0, 50]}}, ["/rollout/steps/0", "minimum"]),
+        ({"rollout": {"steps": [10, 100]}}, ["/rollout/steps/1", "maximum"]),
+        ({"rollout": {"steps": [10.5]}}, ["/rollout/steps/0", "integer"]),
+        ({"rollout": {"steps": "10,50"}}, ["/rollout/steps", "array"]),
+        ({"rollout": {"steps": []}}, ["/rollout/steps", "minItems"]),
+        ({"rollout": {"steps": [10, 10]}}, ["/rollout/steps", "equal"]),
+        ({"rollout": {"strategy": "canary"}}, ["/rollout/strategy"]),
+        ({"rollout": {"maxErrorRate": 1.5}}, ["/rollout/maxErrorRate", "maximum"]),
+        ({"rollout": {"stepSeconds": 0}}, ["/rollout/stepSeconds"]),
+        ({"rollout": {"minRequests": 0}}, ["/rollout/minRequests"]),
+        ({"rollout": {"shadowSecs": 10}}, ["/rollout", "shadowSecs"]),
+        ({"controller": {"enabled": "no"}}, ["/controller/enabled"]),
+        ({"controller": {"replicas": 0}}, ["/controller/replicas"]),
+        ({"images": {"controller": {"tag": "latest"}}}, ["/images/controller/tag"]),
     ],
     ids=[
         "unknown-key",
@@ -101,6 +118,20 @@ def _schema_error(values: dict[str, Any]) -> str:
         "latest",
         "bad-quantity",
         "enum",
+        "steps-zero",
+        "steps-100",
+        "steps-float",
+        "steps-string",
+        "steps-empty",
+        "steps-repeated",
+        "strategy-enum",
+        "error-rate-bound",
+        "step-seconds-zero",
+        "min-requests-zero",
+        "rollout-typo",
+        "controller-bool",
+        "controller-replicas",
+        "controller-latest",
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], names: list[str]) -> None:
@@ -147,6 +178,11 @@ def test_every_schema_object_is_closed() -> None:
             {"mlflow": {"enabled": False, "external": {"uri": "http://mlflow:5000"}}},
             "predictor.initialStorageUri",
         ),
+        # Strict increase is beyond the schema: the templates check it.
+        ({"rollout": {"steps": [50, 10]}}, "rollout.steps: [50,10] must increase strictly"),
+        ({"rollout": {"steps": [10, 50, 30]}}, "rollout.steps"),
+        # The candidate's predictor Service (<isvc>-candidate-predictor) must be a DNS label.
+        ({"fullnameOverride": "a" * 44}, "at most 43"),
     ],
 )
 def test_inconsistent_values_fail_with_the_key(values: dict[str, Any], needle: str) -> None:
@@ -239,6 +275,24 @@ def test_kserve_resources_validate_against_the_v0_20_crds(values_file: Path) -> 
     assert {d["kind"] for d in kserve} == set(KSERVE_CRDS)
     for doc in kserve:
         assert _kserve_errors(doc) == [], doc["metadata"]["name"]
+
+
+def test_candidate_inference_service_validates_against_the_v0_20_crd() -> None:
+    """The controller's candidate, built from the rendered champion as on a cluster (the
+    API server returns it with uid and status), is a valid InferenceService too."""
+    champion = strip_source(one(render(), "InferenceService"))
+    champion["metadata"].update(namespace="vroom", uid="0b7c", generation=3)
+    ref = ChampionRef("vroom-forecast", "7", "run", "mlflow-artifacts:/1/m", "pvc://m/a/1/m")
+    candidate = candidate_manifest(
+        champion, ref, candidate_name(champion["metadata"]["name"]), "vroom-forecast-candidate"
+    )
+    assert _kserve_errors(candidate) == []
+    model = candidate["spec"]["predictor"]["model"]
+    assert model["storageUri"] == "pvc://m/a/1/m"
+    assert model["args"][-2:] == ["--model_name", "vroom-forecast-candidate"]
+    broken = copy.deepcopy(candidate)
+    broken["spec"]["predictor"]["model"]["args"] = "--model_name x"
+    assert _kserve_errors(broken) != []
 
 
 def test_kserve_validation_rejects_unknown_fields() -> None:

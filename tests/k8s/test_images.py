@@ -36,6 +36,7 @@ IMAGES: dict[str, tuple[str, str]] = {
     "predictor": ("vroom-predictor", "vroom_predictor"),
     "materializer": ("vroom-materializer", "vroom_materializer"),
     "pipelines": ("vroom-pipelines", "vroom_pipelines"),
+    "controller": ("vroom-controller", "vroom_controller"),
 }
 
 _DEFAULTS = Settings()
@@ -46,6 +47,7 @@ EXPECTED_PORTS: dict[str, set[int]] = {
     "predictor": {_DEFAULTS.predictor_http_port, _DEFAULTS.predictor_grpc_port},
     "materializer": set(),
     "pipelines": {_DEFAULTS.mlflow_port},  # the image also runs the bundled MLflow server
+    "controller": set(),  # serves nothing: a Redis lease holder with a heartbeat file
 }
 
 #: Where the runtime stage keeps the Feast repository (VROOM_FEAST_REPO).

@@ -29,7 +29,7 @@ CHART_DIR = REPO_ROOT / "charts" / "vroom-forecast"
 DOCKER_DIR = REPO_ROOT / "docker"
 
 #: The chart's image components; each has an artifact vroom-forecast/<component>.
-COMPONENTS = ("gateway", "features", "predictor", "materializer", "pipelines")
+COMPONENTS = ("gateway", "features", "predictor", "materializer", "pipelines", "controller")
 IMAGE_PREFIX = "vroom-forecast/"
 #: What a Skaffold tag looks like in the rendered manifests of these tests.
 SAMPLE_TAG = "0123456789ab"

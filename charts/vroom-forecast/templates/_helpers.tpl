@@ -1,6 +1,7 @@
 {{/*
 Names, labels, images, security contexts and the environment of every component.
-Components: gateway, features, materializer, predictor, redis, mlflow, pipelines, test.
+Components: gateway, features, materializer, predictor, controller, redis, mlflow,
+pipelines, test.
 */}}
 
 {{- define "vroom.name" -}}
@@ -67,6 +68,16 @@ helm.sh/chart: {{ include "vroom.chart" .root }}
 {{- printf "%s-predictor" (include "vroom.isvcName" .) }}
 {{- end }}
 
+{{/* A progressive rollout's candidate: a second InferenceService the controller creates
+(vroom_common.registry.candidate_name of the champion's), and its predictor Service. */}}
+{{- define "vroom.candidateIsvcName" -}}
+{{- printf "%s-candidate" (include "vroom.isvcName" .) }}
+{{- end }}
+
+{{- define "vroom.candidatePredictorServiceName" -}}
+{{- printf "%s-predictor" (include "vroom.candidateIsvcName" .) }}
+{{- end }}
+
 {{- define "vroom.materializeCronJob" -}}
 {{- include "vroom.componentName" (dict "root" . "component" "materialize") }}
 {{- end }}
@@ -85,6 +96,10 @@ helm.sh/chart: {{ include "vroom.chart" .root }}
 
 {{- define "vroom.gatewayServiceAccount" -}}
 {{- include "vroom.componentName" (dict "root" . "component" "gateway") }}
+{{- end }}
+
+{{- define "vroom.controllerServiceAccount" -}}
+{{- include "vroom.componentName" (dict "root" . "component" "controller") }}
 {{- end }}
 
 {{- define "vroom.rolloutServiceAccount" -}}
@@ -156,6 +171,32 @@ helm.sh/chart: {{ include "vroom.chart" .root }}
 {{- if and (not .Values.mlflow.enabled) (not .Values.predictor.initialStorageUri) }}
 {{- fail "predictor.initialStorageUri is required when mlflow.enabled is false" }}
 {{- end }}
+{{- $previous := 0 }}
+{{- range $share := .Values.rollout.steps }}
+{{- if le (int $share) $previous }}
+{{- fail (printf "rollout.steps: %s must increase strictly (canary shares in percent, each 1..99, e.g. [10, 50])" (toJson $.Values.rollout.steps)) }}
+{{- end }}
+{{- $previous = int $share }}
+{{- end }}
+{{- if .Values.controller.enabled }}
+{{- $candidate := include "vroom.candidatePredictorServiceName" . }}
+{{- if gt (len $candidate) 63 }}
+{{- fail (printf "controller: the candidate's predictor Service %s would be %d characters (over 63); shorten the release name or fullnameOverride to at most 43" $candidate (len $candidate)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* How promotions reach users. Without the controller nothing would advance a
+progressive rollout, so every component is told "immediate" instead. */}}
+{{- define "vroom.rolloutStrategy" -}}
+{{- if .Values.controller.enabled }}{{ .Values.rollout.strategy }}{{ else }}immediate{{ end }}
+{{- end }}
+
+{{/* The canary shares as VROOM_ROLLOUT_STEPS reads them: "10,50". */}}
+{{- define "vroom.rolloutSteps" -}}
+{{- $steps := list }}
+{{- range .Values.rollout.steps }}{{ $steps = append $steps (int . | toString) }}{{ end }}
+{{- join "," $steps }}
 {{- end }}
 
 {{/* --- pods ------------------------------------------------------------------ */}}
@@ -292,4 +333,49 @@ imagePullSecrets:
 - name: VROOM_ROLLOUT_WAIT_READY
   value: {{ .Values.predictor.rolloutWaitReady | quote }}
 {{- include "vroom.env.namespace" . | nindent 0 }}
+{{- end }}
+
+{{/* The progressive-delivery policy (docs/rollouts.md). Whoever starts a rollout (the
+pipeline Jobs, the gateway's POST /rollout), judges it (the controller) or splits and
+mirrors its traffic (the gateway) reads the same numbers. */}}
+{{- define "vroom.env.progressive" -}}
+{{- $r := .Values.rollout }}
+- name: VROOM_ROLLOUT_STRATEGY
+  value: {{ include "vroom.rolloutStrategy" . | quote }}
+- name: VROOM_ROLLOUT_STEPS
+  value: {{ include "vroom.rolloutSteps" . | quote }}
+- name: VROOM_ROLLOUT_SHADOW_S
+  value: {{ $r.shadowSeconds | toString | quote }}
+- name: VROOM_ROLLOUT_STEP_S
+  value: {{ $r.stepSeconds | toString | quote }}
+- name: VROOM_ROLLOUT_MIN_REQUESTS
+  value: {{ $r.minRequests | int | toString | quote }}
+- name: VROOM_ROLLOUT_MAX_ERROR_RATE
+  value: {{ $r.maxErrorRate | toString | quote }}
+- name: VROOM_ROLLOUT_MAX_P99_RATIO
+  value: {{ $r.maxP99Ratio | toString | quote }}
+- name: VROOM_ROLLOUT_P99_SLACK_MS
+  value: {{ $r.p99SlackMs | toString | quote }}
+- name: VROOM_ROLLOUT_MAX_DISAGREEMENT
+  value: {{ $r.maxDisagreement | toString | quote }}
+- name: VROOM_ROLLOUT_CANDIDATE_TIMEOUT_S
+  value: {{ $r.candidateTimeoutSeconds | toString | quote }}
+- name: VROOM_ROLLOUT_MIRROR_MAX_INFLIGHT
+  value: {{ $r.mirrorMaxInflight | int | toString | quote }}
+- name: VROOM_ROLLOUT_TIMEOUT_S
+  value: {{ $r.timeoutSeconds | toString | quote }}
+{{- end }}
+
+{{/* The champion's and the candidate's predictors, through their KServe Services
+(Standard mode: <isvc>-predictor, port 80 -> the first container port, REST, and the
+gRPC port on its own number). */}}
+{{- define "vroom.env.predictors" -}}
+- name: VROOM_PREDICTOR_GRPC_TARGET
+  value: {{ printf "%s:%d" (include "vroom.predictorServiceName" .) (int .Values.predictor.grpcPort) | quote }}
+- name: VROOM_PREDICTOR_URL
+  value: {{ printf "http://%s" (include "vroom.predictorServiceName" .) | quote }}
+- name: VROOM_CANDIDATE_PREDICTOR_GRPC_TARGET
+  value: {{ printf "%s:%d" (include "vroom.candidatePredictorServiceName" .) (int .Values.predictor.grpcPort) | quote }}
+- name: VROOM_CANDIDATE_PREDICTOR_URL
+  value: {{ printf "http://%s" (include "vroom.candidatePredictorServiceName" .) | quote }}
 {{- end }}

@@ -101,6 +101,9 @@ spec:
           value: {{ $root.Values.pipeline.trainJobs | quote }}
         {{- if .rollout }}
         {{- include "vroom.env.rollout" $root | nindent 8 }}
+        # A promotion starts a progressive rollout with the policy the controller and
+        # the gateway use.
+        {{- include "vroom.env.progressive" $root | nindent 8 }}
         {{- else }}
         - name: VROOM_ROLLOUT_BACKEND
           value: none
