@@ -155,7 +155,9 @@ def test_train_promotes_and_rolls_out_under_traffic(api: httpx.Client, stack: St
                 assert rollout["state"] != "rolled_back", rollout
                 time.sleep(0.2)
                 rollout = api.get("/rollout").json()
-            assert rollout["state"] == "promoted", rollout
+            assert rollout["state"] == "promoted", {
+                key: rollout.get(key) for key in ("state", "step", "status", "reason", "signals")
+            }
             assert mlflow.get_model_version_by_alias(
                 settings.model_name, ALIAS_CHAMPION
             ).version == str(new_version)

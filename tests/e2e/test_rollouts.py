@@ -60,7 +60,8 @@ class Answer:
     at: float
     status: int | str
     version: str | None
-    key: int
+    request: tuple[str, int]
+    """The request sent: its path and the vehicle (id, or index of its body)."""
 
 
 @dataclass
@@ -81,16 +82,17 @@ class Load:
             while not self._stop.is_set():
                 i += 1
                 key = i % N_VEHICLES
+                sent = ("/predict/id", 1 + key) if index == 0 else ("/predict", key)
                 try:
                     if index == 0:
                         response = client.post("/predict/id", json={"vehicle_id": 1 + key})
                     else:
                         response = client.post("/predict", json=bodies[key])
                 except httpx.HTTPError as exc:
-                    self.answers.append(Answer(time.time(), type(exc).__name__, None, key))
+                    self.answers.append(Answer(time.time(), type(exc).__name__, None, sent))
                     continue
                 version = response.json().get("model_version") if response.is_success else None
-                self.answers.append(Answer(time.time(), response.status_code, version, key))
+                self.answers.append(Answer(time.time(), response.status_code, version, sent))
                 time.sleep(0.002)  # leave the two cores to the stack
 
     def __enter__(self) -> Load:
@@ -357,10 +359,11 @@ def test_a_restarted_gateway_keeps_the_weights(
         assert load.failures() == []
         assert 0.03 <= share <= 0.2, (share, n)
         # A request keeps its version within the step.
-        by_key: dict[int, set[str | None]] = {}
+        by_request: dict[tuple[str, int], set[str | None]] = {}
         for a in load.answers:
-            by_key.setdefault(a.key, set()).add(a.version)
-        assert all(len(v) == 1 for v in by_key.values())
+            by_request.setdefault(a.request, set()).add(a.version)
+        mixed = {request: v for request, v in by_request.items() if len(v) > 1}
+        assert mixed == {}
     finally:
         aborted = api.post("/rollout/abort", json={"reason": "end of test"})
     assert aborted.status_code == 200, aborted.text

@@ -320,6 +320,51 @@ def test_only_the_lease_holder_writes_and_a_successor_resumes(
     assert store.load().split == 10
 
 
+def test_the_holders_own_renewals_never_cost_it_the_lease(
+    settings: Settings, store: RolloutStore
+) -> None:
+    """A renewal touches the watched lease key between WATCH and EXEC of a commit."""
+    assert store.acquire("c1", 5.0)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.is_set():
+            store.acquire("c1", 5.0)
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    state = store.load()
+    try:
+        for i in range(300):
+            store.commit(state.model_copy(update={"status": f"commit {i}"}), "c1", announce=False)
+    finally:
+        stop.set()
+        renewer.join(5)
+    assert store.load().status == "commit 299"
+
+
+def test_a_lost_lease_mid_step_is_left_to_the_successor_not_rolled_back(
+    settings: Settings, store: RolloutStore, redis_client: redis.Redis
+) -> None:
+    clock, registry = Clock(), RecordingRegistry()
+    deployer = ScriptedDeployer()
+    controller = make_controller(settings, store, deployer, registry, clock, owner="c1")
+    lease = f"vroom:rollout:{settings.model_name}:lease"
+
+    def deploy_and_lose_the_lease(version: str) -> None:
+        deployer.calls.append(("deploy_candidate", version))
+        redis_client.set(lease, "c2")  # c1 paused past its lease; c2 took over
+
+    deployer.deploy_candidate = deploy_and_lose_the_lease  # type: ignore[method-assign]
+    send(store, "start", version="2")
+    with pytest.raises(LeaseLost):
+        controller.tick()
+    stored = store.load()
+    assert stored.state == "starting"  # not rolled back: c2 resumes from here
+    assert not stored.deployed
+    assert registry.tags == {}
+
+
 def test_requests_wait_for_the_controller_and_say_when_none_runs(
     settings: Settings, store: RolloutStore
 ) -> None:

@@ -162,7 +162,8 @@ class Traffic:
             answer = await self.champion.predict(features)
         except VroomError:
             if signals is not None:
-                self.batch.observe(signals, state.champion_version or "", 0.0, ok=False)
+                elapsed = (time.perf_counter() - started) * 1000
+                self.batch.observe(signals, state.champion_version or "", elapsed, ok=False)
             raise
         if signals is not None:
             elapsed = (time.perf_counter() - started) * 1000
@@ -180,7 +181,7 @@ class Traffic:
         try:
             answer = await self.candidate.predict(features)
         except VroomError as exc:
-            self.batch.observe(signals, version, 0.0, ok=False)
+            self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=False)
             log.warning(
                 "candidate failed; the champion answers", version=version, error=exc.message
             )
@@ -215,7 +216,7 @@ class Traffic:
         try:
             answer = await self.candidate.predict(features)
         except VroomError as exc:
-            self.batch.observe(signals, version, 0.0, ok=False)
+            self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=False)
             self._mirrored.labels("failed").inc()
             log.debug("mirrored candidate call failed", version=version, error=exc.message)
             return

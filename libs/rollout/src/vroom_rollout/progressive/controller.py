@@ -273,6 +273,8 @@ class Controller:
                 self.deployer.deploy_candidate(version)
                 state = self._commit(state.model_copy(update={"deployed": True}), announce=False)
             detail = self.deployer.candidate_ready(version)
+        except LeaseLost:
+            raise  # the successor carries on from the stored state
         except DependencyUnavailable as exc:
             if not self._timed_out(state.started_at, now):
                 log.warning("candidate deployment waiting", error=exc.message)
@@ -321,6 +323,8 @@ class Controller:
                     state.model_copy(update={"champion_switched": True}), announce=False
                 )
             detail = self.deployer.champion_serves(version)
+        except LeaseLost:
+            raise
         except VroomError as exc:
             if not self._timed_out(state.step_started_at, now):
                 log.warning("promotion waiting", version=version, error=exc.message)
@@ -360,6 +364,8 @@ class Controller:
                 self.registry.record_rollback(version, state.reason or "rolled back")
             self.deployer.remove_candidate()
             self.registry.clear(ALIAS_ROLLOUT)
+        except LeaseLost:
+            raise
         except VroomError as exc:
             log.warning("rollout clean-up failed; retrying", error=exc.message)
             return state

@@ -300,7 +300,8 @@ def judge(  # noqa: PLR0911 - one verdict per signal, each naming it
 ) -> Verdict:
     """Judge the current shadow or canary step of ``state`` on its ``signals``.
 
-    The candidate's error rate, its p99 against the champion's, and the median
+    The candidate's p99 against the champion's (every call, failed ones included), its
+    error rate, and the median
     disagreement on mirrored requests are checked once the candidate has
     ``min_requests`` in the step; a breach of any rolls back. The step advances when,
     in addition, it has lasted its time.
@@ -314,12 +315,8 @@ def judge(  # noqa: PLR0911 - one verdict per signal, each naming it
         return Verdict(
             "wait", f"{label} has {candidate.requests} of {policy.min_requests} requests"
         )
-    if candidate.error_rate > policy.max_error_rate:
-        return Verdict(
-            "rollback",
-            f"error_rate {candidate.error_rate:.3f} > {policy.max_error_rate:g} "
-            f"({candidate.errors} of {candidate.requests} {label} requests failed)",
-        )
+    # Latency first: a candidate too slow for its deadline also fails its calls, and
+    # the cause is the latency.
     if champion.requests >= policy.min_requests and candidate.p99_ms is not None:
         bound = (champion.p99_ms or 0.0) * policy.max_p99_ratio + policy.p99_slack_ms
         if candidate.p99_ms > bound:
@@ -329,6 +326,12 @@ def judge(  # noqa: PLR0911 - one verdict per signal, each naming it
                 f"{champion.p99_ms or 0:.1f} ms x {policy.max_p99_ratio:g} + "
                 f"{policy.p99_slack_ms:g} ms)",
             )
+    if candidate.error_rate > policy.max_error_rate:
+        return Verdict(
+            "rollback",
+            f"error_rate {candidate.error_rate:.3f} > {policy.max_error_rate:g} "
+            f"({candidate.errors} of {candidate.requests} {label} requests failed)",
+        )
     if candidate.compared >= policy.min_requests and candidate.disagreement_median is not None:
         if candidate.disagreement_median > policy.max_disagreement:
             return Verdict(

@@ -87,9 +87,10 @@ class SignalBatch:
     def observe(self, key: str, version: str, latency_ms: float, *, ok: bool) -> None:
         fields = self.counts[key]
         fields[f"{version}{_SEP}n"] += 1
-        if ok:
-            fields[f"{version}{_SEP}lat{_SEP}{LATENCY_MS.index(latency_ms)}"] += 1
-        else:
+        # Failed calls count in the latency too: a call cut off at its deadline took at
+        # least the deadline, and a p99 of the successes alone would hide it.
+        fields[f"{version}{_SEP}lat{_SEP}{LATENCY_MS.index(latency_ms)}"] += 1
+        if not ok:
             fields[f"{version}{_SEP}err"] += 1
 
     def compare(self, key: str, version: str, disagreement: float) -> None:

@@ -44,6 +44,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+#: KEYS: lease, state, rollouts stream; ARGV: owner, state JSON, stream cap, then the
+#: announcement's fields (none: not announced).
+_COMMIT: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+if #ARGV > 3 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+end
+return 1
+"""
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -155,26 +167,30 @@ class RolloutStore:
     # --- writing (the lease holder only) ----------------------------------------------------
 
     def commit(self, state: RolloutState, owner: str, *, announce: bool = True) -> None:
-        """Store ``state`` (and announce it) if ``owner`` still holds the lease."""
-        lease = lease_key(self.model_name)
+        """Store ``state`` (and announce it) if ``owner`` still holds the lease: one
+        script, so the check and the writes are atomic and the holder's own renewals
+        (which a WATCH would see as a change) never get in the way."""
+        event = events.encode(progressed(state)) if announce else {}
+        fields = [part for item in event.items() for part in item]
         try:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.watch(lease)  # type: ignore[no-untyped-call]
-                holder = pipe.get(lease)
-                if (holder.decode() if isinstance(holder, bytes) else holder) != owner:
-                    raise LeaseLost(
-                        f"the rollout lease of {self.model_name!r} is held by {holder!r}, "
-                        f"not {owner!r}"
-                    )
-                pipe.multi()
-                pipe.set(state_key(self.model_name), state.model_dump_json())
-                if announce:
-                    events.queue_publish(pipe, progressed(state), self.maxlen)
-                pipe.execute()
-        except redis.WatchError as exc:
-            raise LeaseLost(f"the rollout lease of {self.model_name!r} changed hands") from exc
+            written = self.client.eval(
+                _COMMIT,
+                3,
+                lease_key(self.model_name),
+                state_key(self.model_name),
+                str(Stream.ROLLOUTS),
+                owner,
+                state.model_dump_json(),
+                self.maxlen,
+                *fields,
+            )
         except redis.RedisError as exc:
             raise _redis_error(exc) from exc
+        if not written:
+            raise LeaseLost(
+                f"the rollout lease of {self.model_name!r} is held by "
+                f"{self.leader()!r}, not {owner!r}"
+            )
 
     # --- commands ---------------------------------------------------------------------------
 
