@@ -26,6 +26,7 @@ from vroom_common.settings import Settings
 from vroom_rollout.base import RolloutFailed
 from vroom_rollout.champion import ChampionRef
 from vroom_rollout.kubernetes import KubernetesDeployer
+from vroom_rollout.progressive.controller import Controller
 from vroom_rollout.progressive.store import RolloutStore
 
 CANDIDATE = f"{ISVC_NAME}-candidate"
@@ -374,3 +375,79 @@ def test_a_cluster_rollout_from_candidate_to_outcome(
         assert state.reason is not None
         assert state.reason.startswith("disagreement_median")
         assert writes == [("POST", ""), ("DELETE", CANDIDATE)]
+
+
+def cluster_controller(
+    fake: FakeKube,
+    isolated_settings: Settings,
+    settings: Settings,
+    redis_client: redis.Redis,
+    predictors: Predictors,
+) -> tuple[Controller, RolloutStore, Clock]:
+    cluster = isolated_settings.with_overrides(
+        **settings.model_dump(
+            include={
+                "rollout_backend",
+                "kube_namespace",
+                "inference_service_name",
+                "predictor_url",
+                "candidate_predictor_url",
+            }
+        ),
+        rollout_timeout_s=30,
+        rollout_lease_ttl_s=1.0,
+    )
+    store = RolloutStore(redis_client, cluster.model_name)
+    clock = Clock()
+    registry = RecordingRegistry(versions={"6", "7"}, aliases={"champion": "6"})
+    controller = make_controller(
+        cluster, store, deployer_for(fake, cluster, predictors), registry, clock
+    )
+    return controller, store, clock
+
+
+@pytest.mark.integration
+def test_a_candidate_that_never_gets_ready_is_rolled_back_and_removed(
+    make_fake_kube: MakeFakeKube,
+    settings: Settings,
+    isolated_settings: Settings,
+    redis_client: redis.Redis,
+) -> None:
+    fake = champion_kube(make_fake_kube, ready_after_gets=10**6)
+    controller, store, clock = cluster_controller(
+        fake, isolated_settings, settings, redis_client, Predictors()
+    )
+    send(store, "start", version="7")
+    assert controller.tick().state == "starting"
+    assert controller.tick().state == "starting"  # Ready=Unknown: waiting
+    clock.now += 31
+    state = controller.tick()
+    assert state.state == "rolled_back"
+    assert state.reason == "candidate v7 was not ready within 30 s"
+    assert state.cleaned_up
+    assert CANDIDATE not in fake.others
+    writes = [call for call in fake.calls() if call[0] != "GET"]
+    assert writes == [("POST", ""), ("DELETE", CANDIDATE)]
+    assert fake.isvc is not None
+    assert fake.isvc["spec"]["predictor"]["model"]["storageUri"] == OLD_URI
+
+
+@pytest.mark.integration
+def test_a_missing_champion_inference_service_rolls_back_naming_it(
+    make_fake_kube: MakeFakeKube,
+    settings: Settings,
+    isolated_settings: Settings,
+    redis_client: redis.Redis,
+) -> None:
+    fake = make_fake_kube(None)  # the release's InferenceService is not there
+    controller, store, _clock = cluster_controller(
+        fake, isolated_settings, settings, redis_client, Predictors()
+    )
+    send(store, "start", version="7")
+    state = controller.tick()
+    assert state.state == "rolled_back"
+    assert state.reason is not None
+    assert state.reason.startswith("candidate v7 failed to load: ")
+    assert f"InferenceService {NAMESPACE}/{ISVC_NAME} not found" in state.reason
+    assert "check inference_service_name and kube_namespace" in state.reason
+    assert [call[0] for call in fake.calls()] == ["GET", "DELETE"]

@@ -45,13 +45,13 @@ def test_start_status_and_abort_from_the_command_line(
 ) -> None:
     deployer, registry = controller
 
-    started = cli("rollout", "start", "2", "--steps", "20,60", "--shadow-seconds", "0")
+    started = cli("rollout", "start", "--version", "2", "--steps", "20,60", "--shadow-seconds", "0")
     assert started.exit_code == 0, started.output
     assert "v2" in started.output
     assert "20% -> 60%" in started.output
     assert registry.aliases["rollout"] == "2"
 
-    status = cli("rollout", "status")
+    status = cli("rollout", "status", "--once")
     assert status.exit_code == 0, status.output
     assert "canary" in status.output  # no shadow: straight to the first canary step
     assert "20%" in status.output
@@ -74,9 +74,15 @@ def test_start_status_and_abort_from_the_command_line(
     assert "is in progress" in nothing.output
 
 
-def test_steps_are_checked_before_anything_is_sent(cli: Invoke, redis_client: redis.Redis) -> None:
+def test_steps_and_version_are_checked_before_anything_is_sent(
+    cli: Invoke, redis_client: redis.Redis
+) -> None:
     result = cli("rollout", "start", "2", "--steps", "50,10")
     assert result.exit_code == 2
     assert "--steps" in result.output
     assert "must increase strictly" in result.output
+    for args in ([], ["2", "--version", "3"]):
+        result = cli("rollout", "start", *args)
+        assert result.exit_code == 2, args
+        assert "give the version once" in result.output
     assert redis_client.keys("*") == []  # no request was queued

@@ -4,7 +4,8 @@ With no subcommand it rolls the current champion out at once with the configured
 backend (what a promotion does under ``rollout_strategy = immediate``). The
 subcommands talk to the rollout controller through Redis, as the gateway's
 ``/rollout`` endpoints do: ``start`` a progressive rollout of a version, follow it
-with ``status`` (``--watch`` until it ends), ``promote`` it now or ``abort`` it.
+with ``status`` (redrawn until it ends on a terminal, ``--once`` for a snapshot),
+``promote`` it now or ``abort`` it.
 """
 
 from __future__ import annotations
@@ -127,8 +128,14 @@ def status(
     ctx: typer.Context,
     state_dir: StateDir = None,
     watch: Annotated[
-        bool, typer.Option("--watch", "-w", help="Redraw every second until it ends.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--watch/--once",
+            "-w",
+            help="Redraw every second while the rollout runs (default on a terminal), or "
+            "print one snapshot.",
+        ),
+    ] = None,
 ) -> None:
     """The current (or last) rollout: state, share, signals per version, history."""
     from vroom_rollout.progressive.requests import current
@@ -136,6 +143,8 @@ def status(
     settings = settings_for(state_dir or ctx.obj)
     with exit_on_error():
         snapshot = current(settings)
+        if watch is None:
+            watch = console.is_terminal
         if not watch:
             _show(snapshot)
             return
@@ -181,8 +190,14 @@ def _steps(value: str | None) -> list[int] | None:
 @app.command("start")
 def start(
     ctx: typer.Context,
-    version: Annotated[str, typer.Argument(help="The registered model version to roll out.")],
+    version: Annotated[
+        str | None,
+        typer.Argument(help="The registered model version to roll out (or --version)."),
+    ] = None,
     *,
+    version_option: Annotated[
+        str | None, typer.Option("--version", help="The version, as an option.")
+    ] = None,
     steps: Annotated[
         str | None,
         typer.Option(help="Canary shares in percent, e.g. 10,50 (default: VROOM_ROLLOUT_STEPS)."),
@@ -197,6 +212,12 @@ def start(
     state_dir: StateDir = None,
 ) -> None:
     """Start a progressive rollout of VERSION against the champion."""
+    given = {v for v in (version, version_option) if v is not None}
+    if len(given) != 1:
+        raise typer.BadParameter(
+            "give the version once: `start 7` or `start --version 7`", param_hint="VERSION"
+        )
+    version = given.pop()
     _ask(
         ctx,
         state_dir,
