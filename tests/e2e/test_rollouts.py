@@ -298,7 +298,12 @@ def test_a_good_candidate_goes_shadow_canary_promoted_and_the_split_follows(
     half, n = outcome.load.share(version, at["canary-50"] + 0.5, at["promoting-50"])
     assert 0.35 <= half <= 0.65, (half, n)
     after, n = outcome.load.share(version, at["promoted-100"] + 0.5, time.time())
-    assert after == 1.0
+    late = [
+        (round(a.at - at["promoted-100"], 2), a.version, a.request)
+        for a in outcome.load.answers
+        if a.at >= at["promoted-100"] + 0.5 and a.version != version
+    ]
+    assert after == 1.0, (late[:20], len(late), at)
     assert n > 10
     assert champion_now(stack) == version
     assert httpx.get(f"{stack.url}/health").json()["model_version"] == version

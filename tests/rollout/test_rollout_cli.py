@@ -4,12 +4,13 @@ Redis (its serving side and registry are stand-ins: the CLI only talks to Redis)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
-from tests.rollout.conftest import Invoke
+from tests.pipelines.test_promote import candidate_with_score
+from tests.rollout.conftest import FakePredictor, Invoke
 from tests.rollout.stand_ins import RecordingRegistry, ScriptedDeployer
 from vroom_common.settings import Settings
 from vroom_rollout.progressive.controller import Controller
@@ -86,3 +87,29 @@ def test_steps_and_version_are_checked_before_anything_is_sent(
         assert result.exit_code == 2, args
         assert "give the version once" in result.output
     assert redis_client.keys("*") == []  # no request was queued
+
+
+def test_vroom_promote_starts_a_rollout_and_says_how_to_follow_it(
+    isolated_settings: Settings,
+    controller: tuple[ScriptedDeployer, RecordingRegistry],
+    cli: Invoke,
+    make_fake_predictor: Callable[..., FakePredictor],
+) -> None:
+    _deployer, registry = controller
+    fake = make_fake_predictor(isolated_settings.model_name)
+    env = {"VROOM_ROLLOUT_BACKEND": "local", "VROOM_PREDICTOR_URL": fake.url}
+    first = candidate_with_score(isolated_settings, 3.5)
+    assert first == registry.champion()  # the stand-in registry starts at v1 too
+
+    promoted = cli("promote", **env)
+    assert promoted.exit_code == 0, promoted.output
+    assert "promoted" in promoted.output  # the first model goes live at once
+    assert "progressive rollout" not in promoted.output
+
+    second = candidate_with_score(isolated_settings, 3.4)
+    started = cli("promote", **env)
+    assert started.exit_code == 0, started.output
+    assert "rollout-started" in started.output
+    assert "progressive rollout" in started.output
+    assert "vroom rollout status" in started.output
+    assert registry.aliases["rollout"] == second

@@ -130,7 +130,10 @@ def _promote_rows(p: PromotionResult) -> list[tuple[str, object]]:
     ]
     if p.rollout_id:
         rows.append(
-            ("progressive rollout", f"{p.rollout_id}: follow it with `vroom rollout status -w`")
+            (
+                "progressive rollout",
+                f"{p.rollout_id}: follow it with `vroom rollout status` or GET /rollout",
+            )
         )
     return rows
 

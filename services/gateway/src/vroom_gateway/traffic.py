@@ -11,7 +11,9 @@ request:
 - ``canary``/``promoting``: a hash of (rollout id, request key) below ``weight``
   sends the request to the candidate, so the same request lands on the same version
   within a step, and on the candidate in every later step; the rest is answered by the
-  champion and mirrored. A candidate call that fails is answered by the champion and
+  champion and mirrored to the candidate, and in ``canary`` a request the candidate
+  answers is mirrored to the champion, so both answers are compared for every
+  request whatever the split. A candidate call that fails is answered by the champion and
   counted against the candidate: a bad candidate never fails a user's request.
 
 Counts, latencies and disagreements go to :class:`~vroom_rollout.progressive.signals.SignalBatch`,
@@ -142,9 +144,13 @@ class Traffic:
         signals = signals_key(state.model_name, state.id, state.step_name)
         if state.split and share_bucket(state.id, key) < state.split:
             answer = await self._candidate(features, signals, state)
-            if answer is not None:
-                return answer
-            return await self._champion(features, signals, state, role="fallback")
+            if answer is None:
+                return await self._champion(features, signals, state, role="fallback")
+            if state.mirrored:
+                # Compared the other way round, so the disagreement covers every
+                # request, even when the candidate answers all of a step's traffic.
+                self._mirror(features, answer, signals, state, to_champion=True)
+            return answer
         answer = await self._champion(features, signals, state)
         if state.mirrored:
             self._mirror(features, answer, signals, state)
@@ -193,14 +199,19 @@ class Traffic:
     def _mirror(
         self,
         features: npt.NDArray[np.float32],
-        champion: Prediction,
+        answered: Prediction,
         signals: str,
         state: RolloutState,
+        *,
+        to_champion: bool = False,
     ) -> None:
+        """Send a copy of the request to the model that did not answer it, in the
+        background, and record how far apart the two answers are."""
         if len(self._mirrors) >= self.settings.rollout_mirror_max_inflight:
             self._mirrored.labels("skipped").inc()
             return
-        task = asyncio.create_task(self._shadow(features, champion, signals, state))
+        shadow = self._champion_copy if to_champion else self._shadow
+        task = asyncio.create_task(shadow(features, answered, signals, state))
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
 
@@ -222,5 +233,30 @@ class Traffic:
             return
         self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=True)
         self._mirrored.labels("sent").inc()
-        gap = np.abs(np.asarray(answer.values) - np.asarray(champion.values))
+        self._compare(signals, version, answer, champion)
+
+    async def _champion_copy(
+        self,
+        features: npt.NDArray[np.float32],
+        candidate: Prediction,
+        signals: str,
+        state: RolloutState,
+    ) -> None:
+        """The champion's answer to a request the candidate answered (never returned)."""
+        started = time.perf_counter()
+        try:
+            answer = await self.champion.predict(features)
+        except VroomError as exc:
+            self._mirrored.labels("failed").inc()
+            log.debug("mirrored champion call failed", error=exc.message)
+            return
+        elapsed = (time.perf_counter() - started) * 1000
+        self.batch.observe(signals, state.champion_version or "", elapsed, ok=True)
+        self._mirrored.labels("sent").inc()
+        self._compare(signals, state.candidate_version or "", candidate, answer)
+
+    def _compare(
+        self, signals: str, version: str, candidate: Prediction, champion: Prediction
+    ) -> None:
+        gap = np.abs(np.asarray(candidate.values) - np.asarray(champion.values))
         self.batch.compare(signals, version, float(gap.mean()) if gap.size else 0.0)
