@@ -5,6 +5,7 @@ test_kubernetes_deployer.py and tests/e2e/test_rollouts.py for the real ones).""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -318,6 +319,38 @@ def test_only_the_lease_holder_writes_and_a_successor_resumes(
     with pytest.raises(LeaseLost):
         first.tick()  # would advance the step: refused, c2 owns the rollout now
     assert store.load().split == 10
+
+
+def test_transitions_are_timed_after_the_work_they_waited_for(
+    settings: Settings, store: RolloutStore, redis_client: redis.Redis
+) -> None:
+    """A load or reload takes a while: the shadow step starts once the candidate is
+    ready, and ``promoted`` is stamped once the champion serves the new version."""
+    clock, deployer, registry = Clock(), ScriptedDeployer(), RecordingRegistry()
+    controller = make_controller(settings, store, deployer, registry, clock)
+    load_s = 3.0
+
+    def slow(record: Callable[[str], None]) -> Callable[[str], None]:
+        def run(version: str) -> None:
+            clock.now += load_s
+            record(version)
+
+        return run
+
+    deployer.deploy_candidate = slow(deployer.deploy_candidate)  # type: ignore[method-assign]
+    deployer.serve_champion = slow(deployer.serve_champion)  # type: ignore[method-assign]
+    began = clock.now
+    send(store, "start", version="2", steps=[50])
+    state = controller.tick()
+    assert state.state == "shadow"
+    assert state.step_started_at == began + load_s
+    for _ in ("canary", "promoting"):
+        feed(redis_client, state)
+        clock.now += 10.5
+        state = controller.tick()
+    assert state.state == "promoted", state.reason
+    promoting, promoted = state.history[-2:]
+    assert promoted.at - promoting.at == load_s
 
 
 def test_the_holders_own_renewals_never_cost_it_the_lease(

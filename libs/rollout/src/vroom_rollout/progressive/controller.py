@@ -295,7 +295,9 @@ class Controller:
                 )
             )
         if detail is not None:
-            return self._progress(self._commit(machine.shadowing(state, now, detail)))
+            # The time after the deployment: the shadow step starts when the candidate is
+            # ready, not when the tick began.
+            return self._progress(self._commit(machine.shadowing(state, self.clock(), detail)))
         if self._timed_out(state.started_at, now):
             return self._progress(
                 self._commit(
@@ -337,7 +339,8 @@ class Controller:
                 )
             )
         if detail is not None:
-            return self._progress(self._commit(machine.promoted(state, now, detail)))
+            # The time the champion serves the new version (a reload takes a while).
+            return self._progress(self._commit(machine.promoted(state, self.clock(), detail)))
         if self._timed_out(state.step_started_at, now):
             return self._progress(
                 self._commit(
