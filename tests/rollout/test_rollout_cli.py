@@ -3,6 +3,7 @@ Redis (its serving side and registry are stand-ins: the CLI only talks to Redis)
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 
@@ -110,6 +111,7 @@ def test_vroom_promote_starts_a_rollout_and_says_how_to_follow_it(
     started = cli("promote", **env)
     assert started.exit_code == 0, started.output
     assert "rollout-started" in started.output
-    assert "progressive rollout" in started.output
-    assert "vroom rollout status" in started.output
+    text = re.sub(r"[\s│]+", " ", started.output)  # the table wraps its cells
+    assert "progressive rollout" in text
+    assert "follow it with `vroom rollout status` or GET /rollout" in text
     assert registry.aliases["rollout"] == second
