@@ -21,6 +21,7 @@ setup:  ## install uv (if missing), the locked dependencies and a Redis server
 
 test: setup  ## the test suite (starts its own Redis and MLflow)
 	scripts/ensure-hey.sh
+	scripts/ensure-chromium.sh
 	$(UV) run pytest
 
 lint:

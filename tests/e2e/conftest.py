@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +27,25 @@ from tests.realdata import REAL_DATA_DIR
 from vroom_cli.run import ensure_champion, gateway_url
 from vroom_cli.stack import down
 from vroom_common.errors import VroomError
-from vroom_common.settings import Settings
+from vroom_common.settings import DEFAULT_CORS_ORIGINS, Settings
 
 pytestmark = pytest.mark.integration
+
+
+#: The stack's API key: mutations need it (``api`` and ``Stack.client`` send it).
+API_KEY = "e2e-" + "k" * 28
+#: Where the browser tests' dashboard page is served: the local dashboard's default
+#: origin when its port is free, else a free port (then allowed by CORS explicitly).
+DASHBOARD_HOST = "127.0.0.1"
+
+
+def _dashboard_port() -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind((DASHBOARD_HOST, 3000))
+        except OSError:
+            return free_ports(1)[0]
+    return 3000
 
 
 @dataclass(frozen=True)
@@ -38,12 +55,23 @@ class Stack:
     champion_version: str
     real_data: bool
 
-    def client(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+    @property
+    def api_key(self) -> str:
+        return API_KEY
+
+    @property
+    def dashboard_origin(self) -> str:
+        return self.settings.cors_origins[-1]
+
+    def client(self, timeout: float = 30.0, *, key: str | None = API_KEY) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
 
 def stack_settings(state_dir: Path) -> Settings:
     redis, mlflow, gateway, rest, grpc, features = free_ports(6)
+    dashboard = f"http://{DASHBOARD_HOST}:{_dashboard_port()}"
+    origins = list(DEFAULT_CORS_ORIGINS)
     return Settings(
         state_dir=state_dir,
         host="127.0.0.1",
@@ -68,6 +96,12 @@ def stack_settings(state_dir: Path) -> Settings:
         rollout_min_requests=100,
         rollout_p99_slack_ms=20.0,
         rollout_lease_ttl_s=2.0,
+        # Keys on, as a secured deployment runs; the limits stay out of the tests' way
+        # (tests/gateway/test_security.py hits them on purpose).
+        api_keys=[API_KEY],
+        rate_limit_costly="1000/minute",
+        rate_limit_benchmark="1000/minute",
+        cors_origins=origins if dashboard in origins else [*origins, dashboard],
     )
 
 

@@ -68,15 +68,25 @@ def test_bad_field_value_names_field_and_rule(
     assert rule in error["msg"]
 
 
-def test_missing_and_unknown_fields_are_refused(client: TestClient) -> None:
+def test_missing_fields_are_refused_and_unknown_ones_ignored(client: TestClient) -> None:
     incomplete = {k: v for k, v in VEHICLE.items() if k != "num_images"}
     response = client.post(URL, json={"vehicles": [incomplete, {**VEHICLE, "colour": "red"}]})
 
     assert response.status_code == 422
     errors = {(tuple(e["loc"]), e["type"]) for e in response.json()["detail"]}
+    assert errors == {(("body", "vehicles", 0, "num_images"), "missing")}
+
+
+def test_booleans_and_strings_are_not_numbers(client: TestClient) -> None:
+    bad = {**VEHICLE, "description": False, "actual_price": "12.5", "num_images": 2.5}
+    response = client.post(URL, json={"vehicles": [bad]})
+
+    assert response.status_code == 422
+    errors = {(e["loc"][-1], e["type"]) for e in response.json()["detail"]}
     assert errors == {
-        (("body", "vehicles", 0, "num_images"), "missing"),
-        (("body", "vehicles", 1, "colour"), "extra_forbidden"),
+        ("description", "int_type"),
+        ("actual_price", "float_type"),
+        ("num_images", "int_type"),
     }
 
 

@@ -67,7 +67,7 @@ def test_predictor_down(predictor_down: TestClient) -> None:
 
     health = predictor_down.get("/health").json()
     assert health["status"] == "loading"
-    assert health["model_version"] is None
+    assert health["model_version"] == ""  # a string, never null (SPEC wire types)
     assert health["feast_online"] is True
 
 
@@ -146,7 +146,7 @@ def test_predictor_without_a_model(
         down(settings)
 
     assert health["status"] == "no_model"
-    assert health["model_version"] is None
+    assert health["model_version"] == ""
     assert response.status_code == 503
     assert response.json()["detail"].startswith(f"model {settings.model_name!r} is not ready")
 

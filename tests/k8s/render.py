@@ -27,6 +27,8 @@ CI_VALUES: Final = sorted(CI_DIR.glob("*-values.yaml"))
 #: Schemas shared next to the repository (never copied into it).
 SHARED_SCHEMAS: Final = REPO.parent / "shared" / "schemas"
 KSERVE_SCHEMAS: Final = SHARED_SCHEMAS / "kserve-v0.20.0"
+#: The Gateway API CRDs (HTTPRoute) of the version the chart targets.
+GATEWAY_API_SCHEMAS: Final = SHARED_SCHEMAS / "gateway-api-v1.6.1"
 #: The Kubernetes version manifests are validated for (kubernetes-validate ships it).
 KUBE_VERSION: Final = "1.33.0"
 

@@ -115,6 +115,21 @@ helm.sh/chart: {{ include "vroom.chart" .root }}
 {{- default (include "vroom.componentName" (dict "root" . "component" "database")) .Values.database.existingSecret.name }}
 {{- end }}
 
+{{/* The Secret of API keys the gateway mounts (auth.existingSecret, or the one the
+chart creates from auth.keys); empty when no key is configured. */}}
+{{- define "vroom.apiKeysSecret" -}}
+{{- if .Values.auth.enabled }}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecret }}
+{{- else if .Values.auth.keys }}
+{{- include "vroom.componentName" (dict "root" . "component" "api-keys") }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the API keys Secret is mounted, as a directory (VROOM_API_KEYS_FILE). */}}
+{{- define "vroom.apiKeysDir" -}}/var/run/secrets/vroom/api-keys{{- end }}
+
 {{- define "vroom.sqlite" -}}
 {{- if not (or .Values.database.url .Values.database.existingSecret.name) }}true{{- end }}
 {{- end }}
@@ -178,10 +193,35 @@ helm.sh/chart: {{ include "vroom.chart" .root }}
 {{- end }}
 {{- $previous = int $share }}
 {{- end }}
+{{- include "vroom.validate.edge" . }}
 {{- if .Values.controller.enabled }}
 {{- $candidate := include "vroom.candidatePredictorServiceName" . }}
 {{- if gt (len $candidate) 63 }}
 {{- fail (printf "controller: the candidate's predictor Service %s would be %d characters (over 63); shorten the release name or fullnameOverride to at most 43" $candidate (len $candidate)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway's exposure, browser and authentication values. */}}
+{{- define "vroom.validate.edge" -}}
+{{- if and .Values.ingress.enabled .Values.httpRoute.enabled }}
+{{- fail "ingress.enabled and httpRoute.enabled: pick one way to expose the gateway (an Ingress or a Gateway API HTTPRoute), not both" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
+{{- fail "ingress.host is required when ingress.enabled is true (e.g. vroom.example.com)" }}
+{{- end }}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
+{{- fail "httpRoute.parentRefs is required when httpRoute.enabled is true: the Gateway (and its HTTPS listener as sectionName) the route attaches to" }}
+{{- end }}
+{{- if and .Values.gateway.cors.allowCredentials (has "*" .Values.gateway.cors.origins) }}
+{{- fail "gateway.cors: origin \"*\" cannot be combined with allowCredentials true (browsers reject it and the gateway refuses it); list the origins instead" }}
+{{- end }}
+{{- if .Values.auth.enabled }}
+{{- if and .Values.auth.existingSecret .Values.auth.keys }}
+{{- fail "auth: set existingSecret or keys, not both" }}
+{{- end }}
+{{- if not (or .Values.auth.existingSecret .Values.auth.keys .Values.auth.oidc.issuer) }}
+{{- fail "auth.enabled is true but no credential is configured: set auth.existingSecret (a Secret whose keys each hold one API key), auth.keys, or auth.oidc.issuer" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -252,6 +292,25 @@ imagePullSecrets:
 {{- define "vroom.stateMount" -}}
 - name: state
   mountPath: /var/lib/vroom
+{{- end }}
+
+{{/* The API keys Secret, read-only and as a whole directory: no subPath, so kubelet
+brings every change of the Secret to the pod (the gateway re-reads the directory). */}}
+{{- define "vroom.apiKeysVolume" -}}
+{{- with include "vroom.apiKeysSecret" . }}
+- name: api-keys
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{- define "vroom.apiKeysMount" -}}
+{{- if include "vroom.apiKeysSecret" . }}
+- name: api-keys
+  mountPath: {{ include "vroom.apiKeysDir" . }}
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{/* --- environment (names are vroom_common.settings.Settings variables) ---------- */}}
@@ -364,6 +423,49 @@ mirrors its traffic (the gateway) reads the same numbers. */}}
   value: {{ $r.mirrorMaxInflight | int | toString | quote }}
 - name: VROOM_ROLLOUT_TIMEOUT_S
   value: {{ $r.timeoutSeconds | toString | quote }}
+{{- end }}
+
+{{/* The gateway's browser and request limits (gateway.cors, gateway.limits). */}}
+{{- define "vroom.env.gatewayHttp" -}}
+{{- $g := .Values.gateway }}
+- name: VROOM_CORS_ORIGINS
+  value: {{ join "," $g.cors.origins | quote }}
+- name: VROOM_CORS_ALLOW_CREDENTIALS
+  value: {{ $g.cors.allowCredentials | toString | quote }}
+- name: VROOM_MAX_BODY_BYTES
+  value: {{ $g.limits.maxBodyBytes | int | toString | quote }}
+- name: VROOM_RATE_LIMIT_COSTLY
+  value: {{ $g.limits.rateLimitCostly | quote }}
+- name: VROOM_RATE_LIMIT_BENCHMARK
+  value: {{ $g.limits.rateLimitBenchmark | quote }}
+{{- with $g.forwardedAllowIps }}
+- name: VROOM_FORWARDED_ALLOW_IPS
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway's authentication (auth.*): nothing while auth.enabled is false. */}}
+{{- define "vroom.env.auth" -}}
+{{- if .Values.auth.enabled }}
+{{- if include "vroom.apiKeysSecret" . }}
+- name: VROOM_API_KEYS_FILE
+  value: {{ include "vroom.apiKeysDir" . | quote }}
+{{- end }}
+- name: VROOM_AUTH_READS
+  value: {{ .Values.auth.protectReads | toString | quote }}
+{{- with .Values.auth.oidc.issuer }}
+- name: VROOM_OIDC_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.auth.oidc.audience }}
+- name: VROOM_OIDC_AUDIENCE
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.auth.oidc.jwksUrl }}
+- name: VROOM_OIDC_JWKS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The champion's and the candidate's predictors, through their KServe Services

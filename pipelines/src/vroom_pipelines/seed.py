@@ -195,7 +195,7 @@ def _validate_vehicles(
         if len(attributes) < len(RAW_ATTRIBUTES):
             continue
         try:
-            features = VehicleFeatures.model_validate(attributes)
+            features = VehicleFeatures.model_validate(attributes, strict=False)
         except ValidationError as exc:
             for error in exc.errors():
                 field = str(error["loc"][0]) if error["loc"] else None

@@ -7,18 +7,23 @@ Nothing else decides status codes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 
 class VroomError(Exception):
-    """Base of every error we raise on purpose."""
+    """Base of every error we raise on purpose.
+
+    ``headers`` are sent with the HTTP response (``WWW-Authenticate``, ``Retry-After``).
+    """
 
     http_status: ClassVar[int] = 500
     grpc_status: ClassVar[str] = "INTERNAL"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 class InvalidInput(VroomError):
@@ -35,11 +40,44 @@ class NotFound(VroomError):
     grpc_status = "NOT_FOUND"
 
 
+class Unauthenticated(VroomError):
+    """The caller gave no credentials where they are required."""
+
+    http_status = 401
+    grpc_status = "UNAUTHENTICATED"
+
+
 class PermissionDenied(VroomError):
-    """We are not allowed to do this (e.g. RBAC forbids patching a Kubernetes resource)."""
+    """Not allowed: the caller's credentials are wrong, or RBAC forbids what we tried
+    (e.g. patching a Kubernetes resource)."""
 
     http_status = 403
     grpc_status = "PERMISSION_DENIED"
+
+
+class PayloadTooLarge(VroomError):
+    """A request body is over the configured cap; the message names the limit."""
+
+    http_status = 413
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class RequestTimeout(VroomError):
+    """The client took longer than allowed to send its request."""
+
+    http_status = 408
+    grpc_status = "DEADLINE_EXCEEDED"
+
+
+class RateLimited(VroomError):
+    """The caller is over a rate or concurrency limit; ``Retry-After`` says when to retry."""
+
+    http_status = 429
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class Conflict(VroomError):

@@ -8,6 +8,7 @@ errors. Services install it with :func:`install_error_handler`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import structlog
@@ -15,6 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from vroom_common.errors import VroomError
 from vroom_common.logs import configure_logging
@@ -29,7 +31,9 @@ async def vroom_error_response(_request: Request, exc: Exception) -> Response:
         raise exc
     if exc.http_status >= 500:
         log.warning("request failed", error=type(exc).__name__, detail=exc.message)
-    return JSONResponse({"detail": exc.message}, status_code=exc.http_status)
+    return JSONResponse(
+        {"detail": exc.message}, status_code=exc.http_status, headers=exc.headers or None
+    )
 
 
 def install_error_handler(app: Starlette) -> None:
@@ -37,15 +41,71 @@ def install_error_handler(app: Starlette) -> None:
     app.add_exception_handler(VroomError, vroom_error_response)
 
 
-def serve(create_app: Callable[[Settings], Starlette], port: Callable[[Settings], int]) -> None:
-    """Run ``create_app(settings)`` with uvicorn on ``settings.host:port(settings)``, the
-    settings read from the environment and every log line through our structlog set-up."""
-    settings = get_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus a deadline on each request's headers: a
+    connection that opens and sends nothing, or dribbles its headers (slowloris), is
+    closed after ``header_timeout_s`` instead of holding a slot for ever. uvicorn's own
+    keep-alive timeout covers the idle time between requests, not this."""
+
+    header_timeout_s: float = 10.0
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(self.header_timeout_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _expire(self) -> None:
+        self._header_deadline = None
+        log.info("closing a connection that sent no complete request headers in time")
+        self.transport.close()
+
+
+def server_config(app: Starlette, settings: Settings, port: int) -> uvicorn.Config:
+    """How every HTTP service is served: uvicorn with our logging, and the limits that
+    protect it from slow or too many clients (``http_*`` settings)."""
+    protocol = type(
+        "HeaderDeadline",
+        (HeaderDeadlineProtocol,),
+        {"header_timeout_s": settings.http_header_timeout_s},
+    )
+    return uvicorn.Config(
+        app,
         host=settings.host,
-        port=port(settings),
+        port=port,
+        http=protocol,
+        timeout_keep_alive=settings.http_keepalive_s,
+        limit_concurrency=settings.http_max_connections,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_config=None,  # uvicorn's loggers go through configure_logging's handler
         access_log=False,
     )
+
+
+def serve(create_app: Callable[[Settings], Starlette], port: Callable[[Settings], int]) -> None:
+    """Run ``create_app(settings)`` on ``settings.host:port(settings)``, the settings read
+    from the environment and every log line through our structlog set-up."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.Server(server_config(create_app(settings), settings, port(settings))).run()

@@ -18,6 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_PRICE: Final = 1_000_000.0
 MAX_COUNT: Final = 1_000_000
 
+
+class RequestBody(BaseModel):
+    """Base of every request body: unknown fields are ignored (as the Ray Serve version
+    does), and types are strict: a boolean or a string where a number is expected, or a
+    non-integral number where an integer is, is a 422 naming the field."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
 Binary = Annotated[int, Field(ge=0, le=1)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Price = Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)]
@@ -26,10 +35,11 @@ Price = Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)]
 VehicleSource = Literal["csv", "ui"]
 
 
-class VehicleFeatures(BaseModel):
-    """The six raw attributes of a listing, as a host enters them."""
+class VehicleFeatures(RequestBody):
+    """The six raw attributes of a listing, as a host enters them. Files of text (the
+    seed's CSV) validate with ``strict=False``: there every value is a string."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     technology: Binary = Field(description="Instant-booking tech package installed (0 or 1).")
     actual_price: Price = Field(description="Daily price set by the host (> 0, <= 1e6).")
@@ -114,7 +124,9 @@ class OfflineStoreInfo(BaseModel):
     type: Literal["parquet"] = "parquet"
     path: str
     size_bytes: int | None
-    last_modified: datetime | None
+    last_modified: float | None = Field(
+        description="When the file was last written: Unix time, seconds."
+    )
     rows: int = Field(description="Rows held in memory (fleet vehicles).")
     error: str | None = Field(default=None, description="Why the file could not be read.")
 
@@ -136,7 +148,7 @@ class FeatureViewInfo(BaseModel):
     entity_key: str
     features: list[str]
     label: str
-    ttl_days: float
+    ttl_days: int | None = Field(description="Feature freshness bound in days; null: none.")
 
 
 class StoresInfo(BaseModel):

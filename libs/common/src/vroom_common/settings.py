@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from limits import parse_many
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Placeholder for "derive this path from state_dir".
@@ -24,6 +32,12 @@ _UNSET: Final = Path()
 
 #: The registered model name in MLflow, also the model name the predictor serves.
 DEFAULT_MODEL_NAME = "vroom-forecast"
+
+#: The local dashboard's dev-server origins, allowed by CORS unless configured otherwise.
+DEFAULT_CORS_ORIGINS: Final = ("http://localhost:3000", "http://127.0.0.1:3000")
+
+#: Shortest API key accepted: a key is a random secret, not a password.
+MIN_API_KEY_LENGTH: Final = 16
 
 
 def _default_feast_repo() -> Path:
@@ -77,6 +91,27 @@ def check_steps(steps: list[int]) -> list[int]:
     return steps
 
 
+def api_key_problem(key: str) -> str | None:
+    """What makes ``key`` unusable as an API key (None when it is fine): too short, or
+    holding whitespace or commas (keys are listed comma-separated)."""
+    if len(key) < MIN_API_KEY_LENGTH:
+        return f"is shorter than {MIN_API_KEY_LENGTH} characters"
+    if any(char.isspace() or char == "," or not char.isprintable() for char in key):
+        return "may hold no whitespace, commas or unprintable characters"
+    return None
+
+
+def _env_value(value: Any) -> str:
+    """A setting as its variable reads it: strings as they are, lists of strings
+    comma-separated (what the list settings parse, and what supervisord's environment
+    lines can quote), anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    return json.dumps(value)
+
+
 def _env(name: str) -> AliasChoices:
     """Accept ``VROOM_<NAME>`` and the gateway's legacy ``SERVING_<NAME>``."""
     return AliasChoices(f"VROOM_{name}", f"SERVING_{name}")
@@ -85,7 +120,10 @@ def _env(name: str) -> AliasChoices:
 class Settings(BaseSettings):
     """Settings of the whole local system. Derived URLs and paths fill in from the rest."""
 
-    model_config = SettingsConfigDict(env_prefix="VROOM_", extra="ignore", populate_by_name=True)
+    # Inputs stay out of error messages: one of them may be an API key.
+    model_config = SettingsConfigDict(
+        env_prefix="VROOM_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     # --- where state lives -------------------------------------------------------------
     state_dir: Path = Field(
@@ -268,6 +306,79 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Deadline of each call to the predictor / feature service."
     )
 
+    # --- gateway: browsers, authentication, limits (docs/security.md) ---------------------
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CORS_ORIGINS),
+        validation_alias=_env("CORS_ORIGINS"),
+        description="Browser origins allowed to call the gateway (CORS), comma-separated; "
+        "'*' allows any origin and must be given explicitly; empty: none.",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        validation_alias=_env("CORS_ALLOW_CREDENTIALS"),
+        description="Let browsers send cookies / HTTP auth cross-origin (never with '*').",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys accepted on mutating and costly endpoints, comma-separated "
+        f"(each at least {MIN_API_KEY_LENGTH} characters). With none here, in "
+        "api_keys_file or from OIDC, the gateway is open.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="A file with one API key per line, or a directory with one key per "
+        "file (a mounted Secret); re-read when it changes, so keys rotate without restart.",
+    )
+    auth_reads: bool = Field(
+        default=False,
+        description="Require credentials on predictions and reads too (health, metrics "
+        "and the API schema stay open).",
+    )
+    oidc_issuer: str = Field(
+        default="", description="Accept JWTs signed by this OIDC issuer (empty: off)."
+    )
+    oidc_audience: str = Field(default="", description="The JWT audience to require.")
+    oidc_jwks_url: str = Field(
+        default="", description="The issuer's JWKS (default: from its discovery document)."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body the gateway reads; larger ones get a 413.",
+    )
+    rate_limit_costly: str = Field(
+        default="30/minute",
+        description="Per-client limit on /train, /materialize, /reload, rollout controls "
+        "shared by all gateways through Redis ('limits' notation, "
+        "e.g. '30/minute;5/second'; empty: off).",
+    )
+    rate_limit_benchmark: str = Field(
+        default="6/minute",
+        description="Per-client limit on /benchmark and /benchmark/id (empty: off).",
+    )
+    benchmark_max_concurrent: int = Field(
+        default=1, ge=1, description="Benchmarks one gateway runs at once; more get a 429."
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies trusted to set X-Forwarded-For (comma-separated IPs/CIDRs, "
+        "'*' for any): the client address rate limits are keyed by.",
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection that has not sent a request's headers in this time is closed.",
+    )
+    http_body_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest a client may take to send a request body (408)."
+    )
+    http_keepalive_s: int = Field(
+        default=5, ge=1, description="Idle keep-alive connections are closed after this."
+    )
+    http_max_connections: int = Field(
+        default=2048, ge=1, description="Concurrent connections per process; more get a 503."
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
@@ -283,6 +394,61 @@ class Settings(BaseSettings):
     @classmethod
     def _check_steps(cls, value: list[int]) -> list[int]:
         return check_steps(value)
+
+    @field_validator("cors_origins", "api_keys", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not an origin (scheme://host[:port], "
+                    "no path) or '*'"
+                )
+        return value
+
+    @field_validator("cors_allow_credentials")
+    @classmethod
+    def _no_wildcard_with_credentials(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and "*" in info.data.get("cors_origins", ()):
+            raise ValueError(
+                "cors_origins: '*' cannot be combined with cors_allow_credentials; "
+                "list the origins that may send credentials"
+            )
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(value, start=1):
+            problem = api_key_problem(key.get_secret_value())
+            if problem:
+                raise ValueError(f"api_keys: key #{index} {problem}")
+        return value
+
+    @field_validator("rate_limit_costly", "rate_limit_benchmark")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError as error:
+                raise ValueError(
+                    f"{value!r} is not a rate limit like '30/minute': {error}"
+                ) from None
+        return value.strip()
 
     @field_validator("storage_uri_map", mode="before")
     @classmethod
@@ -340,9 +506,12 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """These settings as environment variables: a child process sees the same ones."""
+        data = self.model_dump(mode="json")
+        data["api_keys"] = [key.get_secret_value() for key in self.api_keys]
         return {
-            self.env_name(name): value if isinstance(value, str) else json.dumps(value)
-            for name, value in self.model_dump(mode="json").items()
+            self.env_name(name): _env_value(value)
+            for name, value in data.items()
+            if value is not None
         }
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -75,7 +75,7 @@ class OfflineSnapshot:
             available=self.available,
             path=str(self.path),
             size_bytes=self.size_bytes,
-            last_modified=self.last_modified,
+            last_modified=self.last_modified.timestamp() if self.last_modified else None,
             rows=len(self.rows),
             error=self.error,
         )

@@ -179,7 +179,8 @@ class FeastBackend:
             view = self.feature_view()
         except NotRegistered:
             return None
-        ttl_days = view.ttl.total_seconds() / 86_400 if view.ttl is not None else 0.0
+        # Feast's zero TTL means "no bound".
+        ttl_days = round(view.ttl.total_seconds() / 86_400) if view.ttl else None
         return FeatureViewInfo(
             name=view.name,
             entity=view.entities[0],

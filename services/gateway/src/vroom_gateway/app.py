@@ -1,19 +1,29 @@
 """The app factory: routers, the one error handler, observability, and the lifespan that
 opens what the routes share (one gRPC channel to the predictor, one pooled HTTP client
 of the feature service, the database's session factory, one Redis pool) and closes it
-at shutdown. Nothing is built at import time."""
+at shutdown. Nothing is built at import time.
+
+Around the routes, outermost first: CORS (so every answer a browser gets, errors
+included, carries its headers), request ids and metrics, the body's size cap and read
+deadline. Authentication and rate limits are dependencies of the routes that need them
+(``security.py``, ``protection.py``); docs/security.md describes the whole policy."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 import redis.asyncio as aioredis
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.routing import iter_route_contexts
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from vroom_common.http import install_error_handler
-from vroom_common.observability import install_observability
+from vroom_common.observability import REQUEST_ID_HEADER, install_observability
 from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_db.session import create_schema, make_engine, make_session_factory
@@ -21,6 +31,7 @@ from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.deps import Resources
 from vroom_gateway.metrics import ServedVersion
+from vroom_gateway.protection import BenchmarkSlots, BodyLimitMiddleware, RateLimits
 from vroom_gateway.routes import (
     benchmark,
     events,
@@ -32,6 +43,7 @@ from vroom_gateway.routes import (
     vehicles,
 )
 from vroom_gateway.runners import make_runner
+from vroom_gateway.security import Authenticator, authenticate
 from vroom_gateway.traffic import Traffic
 
 log = structlog.get_logger(__name__)
@@ -56,6 +68,9 @@ def create_app(
             (default ``settings.request_timeout_s``).
         features_timeout_s: Timeout of each feature-service request (same default).
     """
+
+    # Built before serving, so a bad key file stops the start with its reason.
+    authenticator = Authenticator(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,6 +119,11 @@ def create_app(
             served_version=served_version,
             runner=runner,
             traffic=traffic,
+            authenticator=authenticator,
+            rate_limits=RateLimits(settings, redis_client),
+            benchmark_slots=BenchmarkSlots(
+                settings.benchmark_max_concurrent, settings.benchmark_budget_s
+            ),
         )
         log.info(
             "gateway started",
@@ -111,6 +131,8 @@ def create_app(
             feature_service=features.base_url,
             model_name=settings.model_name,
             pipeline_runner=runner.name,
+            auth="on" if authenticator.enabled else "off",
+            cors_origins=settings.cors_origins,
         )
         try:
             yield
@@ -131,7 +153,59 @@ def create_app(
         docs_url="/docs",
     )
     install_error_handler(app)
+    app.add_exception_handler(405, method_not_allowed)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.http_body_timeout_s,
+    )
     metrics = install_observability(app, "gateway")
-    for module in (health, predict, benchmark, vehicles, model, pipelines, events, rollout):
-        app.include_router(module.router)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=settings.cors_allow_credentials,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        max_age=600,
+    )
+    app.include_router(health.router)  # open always: probes and load balancers call it
+    reads = [Depends(authenticate)] if settings.auth_reads else []
+    for module in (predict, benchmark, vehicles, model, pipelines, events, rollout):
+        app.include_router(module.router, dependencies=reads)
     return app
+
+
+#: Request headers a cross-origin page may send (besides the CORS-safelisted ones).
+CORS_REQUEST_HEADERS: Final = [
+    "Authorization",
+    "Content-Type",
+    "X-API-Key",
+    REQUEST_ID_HEADER,
+    "Last-Event-ID",
+]
+#: Response headers a cross-origin page may read.
+CORS_EXPOSED_HEADERS: Final = [REQUEST_ID_HEADER, "Retry-After", "WWW-Authenticate"]
+
+#: The order methods are listed in ``Allow``.
+_METHOD_ORDER: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+async def method_not_allowed(request: Request, _exc: Exception) -> Response:
+    """405 with ``Allow`` naming every method the path has (Starlette's own lists only
+    the first route matching the path, e.g. GET but not POST for ``/vehicles``). A CORS
+    preflight never gets here: the CORS middleware answers it."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(route.methods or ())
+    allowed = sorted(methods, key=lambda m: (*_METHOD_ORDER, m).index(m))
+    return JSONResponse(
+        {
+            "detail": f"method {request.method} is not allowed on {request.url.path}; "
+            f"allowed: {', '.join(allowed)}"
+        },
+        status_code=405,
+        headers={"Allow": ", ".join(allowed)},
+    )

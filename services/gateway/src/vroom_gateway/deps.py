@@ -14,7 +14,9 @@ from vroom_common.settings import Settings
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.metrics import ServedVersion
+from vroom_gateway.protection import BenchmarkSlots, RateLimits
 from vroom_gateway.runners import PipelineRunner
+from vroom_gateway.security import Authenticator
 from vroom_gateway.traffic import Traffic
 
 
@@ -31,6 +33,9 @@ class Resources:
     served_version: ServedVersion
     runner: PipelineRunner
     traffic: Traffic
+    authenticator: Authenticator
+    rate_limits: RateLimits
+    benchmark_slots: BenchmarkSlots
 
 
 async def get_resources(request: Request) -> Resources:

@@ -9,7 +9,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vroom_common.events import DagId
-from vroom_common.schemas import VehicleFeatures, VehicleSource
+from vroom_common.schemas import RequestBody, VehicleFeatures, VehicleSource
 from vroom_common.settings import check_steps
 from vroom_rollout.progressive.machine import CommandOutcome, Phase, Policy, Transition
 from vroom_rollout.progressive.signals import VersionSignals
@@ -26,7 +26,9 @@ class Health(BaseModel):
         "loading: the predictor cannot be reached."
     )
     model_name: str
-    model_version: str | None = Field(description="The version answering inference now.")
+    model_version: str = Field(
+        description="The version answering inference now; empty when none does."
+    )
     mlflow_uri: str
     feast_online: bool = Field(description="The feature service (Redis + Feast) is ready.")
 
@@ -48,7 +50,7 @@ def _vehicle_id() -> Any:
     return Field(gt=0, le=MAX_VEHICLE_ID, description="A vehicle id (> 0, a 64-bit integer).")
 
 
-class VehicleIdRequest(BaseModel):
+class VehicleIdRequest(RequestBody):
     vehicle_id: int = _vehicle_id()
 
 
@@ -67,8 +69,8 @@ class ReloadResult(BaseModel):
     """``POST /reload``: the champion re-resolved and rolled out."""
 
     status: Literal["reloaded", "unchanged"]
-    previous_version: str | None = Field(description="The version served before.")
-    current_version: str | None = Field(description="The version serving now.")
+    previous_version: str = Field(description="The version served before; empty when none.")
+    current_version: str = Field(description="The version serving now; empty when none.")
 
 
 # --- vehicles -----------------------------------------------------------------------------
@@ -91,7 +93,8 @@ class DeletedVehicle(BaseModel):
 class VehicleOut(VehicleFeatures):
     """A stored vehicle: id, the six raw attributes, source and observed label."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built from database rows, not from a client: lax types, no unknown fields.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
     vehicle_id: int
     source: VehicleSource
@@ -129,16 +132,12 @@ def _iterations() -> Any:
     )
 
 
-class BenchmarkRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BenchmarkRequest(RequestBody):
     vehicle: VehicleFeatures
     n_iterations: int = _iterations()
 
 
-class BenchmarkIdRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BenchmarkIdRequest(RequestBody):
     vehicle_id: int = _vehicle_id()
     n_iterations: int = _iterations()
 
@@ -191,7 +190,7 @@ class RolloutView(BaseModel):
     last_command: CommandOutcome | None
 
 
-class RolloutStart(BaseModel):
+class RolloutStart(RequestBody):
     """``POST /rollout``: start a progressive rollout of a registered version."""
 
     version: str = Field(pattern=r"^[1-9][0-9]{0,9}$", description="A registered version.")
@@ -210,5 +209,5 @@ class RolloutStart(BaseModel):
         return None if value is None else check_steps(value)
 
 
-class RolloutAbort(BaseModel):
+class RolloutAbort(RequestBody):
     reason: str | None = Field(default=None, max_length=500)

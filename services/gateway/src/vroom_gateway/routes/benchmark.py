@@ -1,8 +1,10 @@
 """``POST /benchmark`` and ``/benchmark/id``: latency of the real serving path, measured
 from inside the gateway (feature step, then predictor step, per iteration).
 
-A time budget (``benchmark_budget_s``, default 30 s) stops the loop early, so no request
-holds a worker longer than that; ``n_iterations`` in the answer is what ran.
+A time budget (``benchmark_budget_s``) stops the loop early and ``n_iterations`` in the
+answer is what ran; a gateway runs ``benchmark_max_concurrent`` benchmarks at once (more
+get a 429) and each client has its own rate limit, so the endpoints cannot be used to
+keep the CPUs busy.
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from vroom_common.errors import InvalidInput
 from vroom_gateway.clients.predictor import Prediction
 from vroom_gateway.deps import Resources, ResourcesDep
+from vroom_gateway.protection import rate_limited
 from vroom_gateway.routes.predict import online_matrix
 from vroom_gateway.schemas import BenchmarkIdRequest, BenchmarkRequest, BenchmarkResult
 
-router = APIRouter(tags=["benchmark"])
+#: Benchmarks are authenticated and have their own, tighter, rate limit.
+router = APIRouter(
+    tags=["benchmark"], dependencies=[Depends(rate_limited("benchmark", benchmark=True))]
+)
 
 FeatureStep = Callable[[], Awaitable[npt.NDArray[np.float32]]]
 
@@ -38,20 +44,8 @@ async def run_benchmark(
 ) -> BenchmarkResult:
     """Time ``n_iterations`` of feature step + predictor step (fewer if the budget runs
     out; at least one always runs, and its errors are the request's errors)."""
-    deadline = time.perf_counter() + resources.settings.benchmark_budget_s
-    feature_s: list[float] = []
-    predict_s: list[float] = []
-    last: Prediction | None = None
-    for _ in range(n_iterations):
-        started = time.perf_counter()
-        matrix = await features()
-        computed = time.perf_counter()
-        last = await resources.predictor.predict(matrix)
-        done = time.perf_counter()
-        feature_s.append(computed - started)
-        predict_s.append(done - computed)
-        if done >= deadline:
-            break
+    async with resources.benchmark_slots.hold():
+        feature_s, predict_s, last = await _time_loop(resources, features, n_iterations)
     if last is None:
         raise InvalidInput("n_iterations: must be at least 1")
     resources.served_version.record(last.model_version)
@@ -69,6 +63,26 @@ async def run_benchmark(
         avg_features_ms=round(float(features_ms.mean()), 4),
         avg_predict_ms=round(float(predict_ms.mean()), 4),
     )
+
+
+async def _time_loop(
+    resources: Resources, features: FeatureStep, n_iterations: int
+) -> tuple[list[float], list[float], Prediction | None]:
+    deadline = time.perf_counter() + resources.settings.benchmark_budget_s
+    feature_s: list[float] = []
+    predict_s: list[float] = []
+    last: Prediction | None = None
+    for _ in range(n_iterations):
+        started = time.perf_counter()
+        matrix = await features()
+        computed = time.perf_counter()
+        last = await resources.predictor.predict(matrix)
+        done = time.perf_counter()
+        feature_s.append(computed - started)
+        predict_s.append(done - computed)
+        if done >= deadline:
+            break
+    return feature_s, predict_s, last
 
 
 @router.post("/benchmark")

@@ -28,7 +28,7 @@ async def current_health(resources: Resources) -> Health:
         resources.predictor.predict(_PROBE), resources.features.is_ready(), return_exceptions=True
     )
     status: HealthStatus
-    version: str | None = None
+    version = ""
     if isinstance(probe, ModelNotReady):
         status = "no_model"
     elif isinstance(probe, DependencyUnavailable):

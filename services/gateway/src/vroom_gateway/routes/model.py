@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from vroom_gateway.clients.registry import champion_info
 from vroom_gateway.deps import SettingsDep
+from vroom_gateway.protection import rate_limited
 from vroom_gateway.schemas import ModelInfo, ReloadResult
 from vroom_rollout import make_rollout
 
@@ -21,7 +22,7 @@ async def model(settings: SettingsDep) -> ModelInfo:
     return await champion_info(settings.mlflow_uri, settings.model_name)
 
 
-@router.post("/reload")
+@router.post("/reload", dependencies=[Depends(rate_limited("reload"))])
 async def reload(settings: SettingsDep) -> ReloadResult:
     """Roll the registry's current champion out: locally the predictor hot-reloads it,
     on a cluster the InferenceService's storageUri is patched. ``unchanged`` when it
@@ -29,6 +30,6 @@ async def reload(settings: SettingsDep) -> ReloadResult:
     result = await run_in_threadpool(lambda: make_rollout(settings).rollout())
     return ReloadResult(
         status="reloaded" if result.status == "rolled-out" else "unchanged",
-        previous_version=result.previous_version,
-        current_version=result.version,
+        previous_version=result.previous_version or "",
+        current_version=result.version or "",
     )

@@ -4,23 +4,24 @@ end arrives as a pipeline-completed event on ``/pipelines/events``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE
 from vroom_gateway.deps import ResourcesDep
+from vroom_gateway.protection import rate_limited
 from vroom_gateway.schemas import TriggeredRun
 
 router = APIRouter(tags=["pipelines"])
 
 
-@router.post("/materialize")
+@router.post("/materialize", dependencies=[Depends(rate_limited("materialize"))])
 async def materialize(resources: ResourcesDep) -> TriggeredRun:
     """Start the materialization (database -> offline and online stores); 409 while a
     materialization runs."""
     return await resources.runner.trigger(DAG_MATERIALIZE)
 
 
-@router.post("/train")
+@router.post("/train", dependencies=[Depends(rate_limited("train"))])
 async def train(resources: ResourcesDep) -> TriggeredRun:
     """Start training and promotion (a promotion rolls the new champion out); 409 while
     a training run is in progress."""

@@ -8,12 +8,13 @@ controller answers). ``GET /rollout/events`` streams every transition (SSE).
 from __future__ import annotations
 
 import redis
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 from sse_starlette import EventSourceResponse
 
 from vroom_common.errors import DependencyUnavailable
 from vroom_common.events import Event, RolloutProgressed, RolloutRequested, Stream
 from vroom_gateway.deps import Resources, ResourcesDep
+from vroom_gateway.protection import rate_limited
 from vroom_gateway.routes.events import (
     SSE_RESPONSE,
     Convert,
@@ -29,6 +30,9 @@ from vroom_rollout.progressive.requests import request_from
 from vroom_rollout.progressive.store import lease_key, load_async, signals_async
 
 router = APIRouter(tags=["rollout"])
+
+#: Rollout controls: authenticated, and rate limited as one scope.
+_CONTROL = [Depends(rate_limited("rollout"))]
 
 #: Who the controller records as the requester of the gateway's changes.
 REQUESTED_BY = "gateway API"
@@ -73,7 +77,7 @@ async def rollout_status(resources: ResourcesDep) -> RolloutView:
     return await view(resources)
 
 
-@router.post("/rollout")
+@router.post("/rollout", dependencies=_CONTROL)
 async def rollout_start(body: RolloutStart, resources: ResourcesDep) -> RolloutView:
     """Start a progressive rollout of a registered version against the champion; 409
     when one is in progress, the version is champion, or there is no champion."""
@@ -89,7 +93,7 @@ async def rollout_start(body: RolloutStart, resources: ResourcesDep) -> RolloutV
     return await _ask(resources, command)
 
 
-@router.post("/rollout/abort")
+@router.post("/rollout/abort", dependencies=_CONTROL)
 async def rollout_abort(
     resources: ResourcesDep,
     body: RolloutAbort | None = Body(default=None),  # noqa: B008
@@ -104,7 +108,7 @@ async def rollout_abort(
     return await _ask(resources, command)
 
 
-@router.post("/rollout/promote")
+@router.post("/rollout/promote", dependencies=_CONTROL)
 async def rollout_promote(resources: ResourcesDep) -> RolloutView:
     """Skip the remaining steps and promote the candidate now; 409 when none runs."""
     command = RolloutRequested(

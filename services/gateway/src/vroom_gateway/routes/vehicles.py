@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Annotated, Final
 
 from anyio import from_thread
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -34,6 +34,7 @@ from vroom_gateway.schemas import (
     VehicleFeaturesOut,
     VehicleOut,
 )
+from vroom_gateway.security import authenticate
 
 router = APIRouter(tags=["vehicles"])
 
@@ -45,7 +46,7 @@ VehicleId = Annotated[
 _ONLINE_CHUNK: Final = MAX_BATCH_VEHICLES
 
 
-@router.post("/vehicles")
+@router.post("/vehicles", dependencies=[Depends(authenticate)])
 async def save_vehicle(
     vehicle: VehicleFeatures, sessions: SessionsDep, redis: RedisDep, settings: SettingsDep
 ) -> SavedVehicleOut:
@@ -75,7 +76,7 @@ def _delete(
         from_thread.run(features.delete_online, vehicle_id)
 
 
-@router.delete("/vehicles/{vehicle_id}")
+@router.delete("/vehicles/{vehicle_id}", dependencies=[Depends(authenticate)])
 async def delete_vehicle(
     vehicle_id: VehicleId, sessions: SessionsDep, features: FeaturesDep
 ) -> DeletedVehicle:
