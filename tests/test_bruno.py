@@ -297,3 +297,27 @@ def test_collection_matches_the_gateway_openapi(tmp_path: Path) -> None:
         f"Bruno requests the gateway's OpenAPI does not have ({len(not_served)}):\n"
         f"{_listing(not_served) or '  none'}"
     )
+
+
+def test_protected_endpoints_send_the_api_key(tmp_path: Path) -> None:
+    """Requests to operations the gateway protects (``security`` in its OpenAPI) send
+    ``{{apiKey}}`` as a bearer token; the others send no credentials."""
+    from vroom_gateway.app import create_app  # noqa: PLC0415
+
+    paths = create_app(Settings(state_dir=tmp_path)).openapi()["paths"]
+    protected = {
+        (method.upper(), normalize_path(path))
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if operation.get("security")
+    }
+    assert len(protected) >= 10
+    for path in request_files():
+        bru = parse_bru(path)
+        request = as_request(bru)
+        mode = bru.dicts[request.method.lower()].get("auth")
+        if request.key in protected:
+            assert mode == "bearer", f"{path}: a protected endpoint needs auth: bearer"
+            assert bru.dicts.get("auth:bearer") == {"token": "{{apiKey}}"}, path
+        else:
+            assert mode == "none", f"{path}: an open endpoint sends no credentials"

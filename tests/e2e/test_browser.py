@@ -114,14 +114,10 @@ def wait_event(
     raise AssertionError(f"no matching event on {STREAMS[stream]} within {timeout_s:g} s")
 
 
-def test_a_page_on_another_origin_uses_every_endpoint_and_stream(
-    page: Page, stack: Stack
-) -> None:
+def test_a_page_on_another_origin_uses_every_endpoint_and_stream(page: Page, stack: Stack) -> None:
     for name, path in STREAMS.items():
         page.evaluate("([name, path]) => window.vroom.listen(name, path)", [name, path])
-    page.wait_for_function(
-        "Object.values(window.vroom.streams).every(s => s.open)", timeout=15_000
-    )
+    page.wait_for_function("Object.values(window.vroom.streams).every(s => s.open)", timeout=15_000)
     # /events sends the current health on connect.
     health_event = wait_event(page, "model", lambda e: e["type"] == "health-changed", 15)
     assert health_event["model_version"] == stack.champion_version

@@ -6,9 +6,12 @@ schemathesis pytest plugin's lazy fixtures do not work with this pytest, so the 
 is explicit). Left out: the SSE streams (endless by design), /train and /materialize
 (each call starts a pipeline run; their 409 path is covered in test_flows), /reload
 (it rolls the model out; covered in test_api) and the rollout's POSTs (they start,
-abort and promote rollouts; covered in test_rollouts)."""
+abort and promote rollouts; covered in test_rollouts) are fuzzed only without the API
+key, which refuses them before they do anything."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import schemathesis
@@ -19,19 +22,17 @@ from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
-EXCLUDED = r"^/(events|vehicles/events|pipelines/events|rollout/events|train|materialize|reload)$"
+#: Endless by design.
+STREAMS = r"^/(events|vehicles/events|pipelines/events|rollout/events)$"
+#: With the key these would run pipelines, roll models out or change rollouts.
+WITH_SIDE_EFFECTS = r"^/(train|materialize|reload)$"
 #: Generated requests per operation.
 EXAMPLES = 30
 
 
-def test_no_server_errors(stack: Stack) -> None:
-    schema = (
-        schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
-        .exclude(path_regex=EXCLUDED)
-        .exclude(method="POST", path_regex=r"^/rollout")
-    )
+def fuzz(stack: Stack, schema: Any, headers: dict[str, str]) -> list[str]:
+    """Every operation of ``schema`` with generated requests: never a 5xx."""
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 14  # the 19 endpoints minus the 6 excluded, plus GET /rollout
     fuzzed: list[str] = []
     for operation in operations:
 
@@ -43,10 +44,32 @@ def test_no_server_errors(stack: Stack) -> None:
             suppress_health_check=list(HealthCheck),
         )
         def no_5xx(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=[not_a_server_error], timeout=30)
+            case.call_and_validate(checks=[not_a_server_error], headers=headers, timeout=30)
 
         no_5xx()
         fuzzed.append(operation.label)
+    return fuzzed
+
+
+def test_no_server_errors_with_credentials(stack: Stack) -> None:
+    schema = (
+        schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
+        .exclude(path_regex=STREAMS)
+        .exclude(path_regex=WITH_SIDE_EFFECTS)
+        .exclude(method="POST", path_regex=r"^/rollout")
+    )
+    fuzzed = fuzz(stack, schema, {"Authorization": f"Bearer {stack.api_key}"})
+    assert len(fuzzed) >= 14  # the 19 endpoints minus the 6 excluded, plus GET /rollout
     assert "POST /predict" in fuzzed
     assert "DELETE /vehicles/{vehicle_id}" in fuzzed
     assert "GET /rollout" in fuzzed
+
+
+def test_no_server_errors_without_credentials(stack: Stack) -> None:
+    """Every operation but the streams, the costly ones included: without a key they
+    are refused before they do anything."""
+    schema = schemathesis.openapi.from_url(f"{stack.url}/openapi.json").exclude(path_regex=STREAMS)
+    fuzzed = fuzz(stack, schema, {})
+    assert {"POST /train", "POST /reload", "POST /rollout/promote", "POST /vehicles"} <= set(fuzzed)
+    with stack.client(key=None) as anonymous:
+        assert anonymous.post("/train").status_code == 401
