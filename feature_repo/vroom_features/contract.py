@@ -26,3 +26,14 @@ ONNX_FILE: Final = "model.onnx"
 #: A predictor that gets only the directory (KServe's storage initializer on a
 #: cluster) learns the version it serves from it.
 REGISTRATION_FILE: Final = "registration.json"
+
+#: Prediction intervals: coverage levels calibrated at training, the default one, and
+#: the two extra outputs of the served graph, each ``[N, len(INTERVAL_LEVELS)]`` with a
+#: column per level in this order (lower bounds are >= 0: a count). A model trained
+#: before intervals existed has neither output.
+INTERVAL_LEVELS: Final = (0.5, 0.8, 0.9, 0.95)
+DEFAULT_INTERVAL_LEVEL: Final = 0.8
+INTERVAL_LOWER_NAME: Final = "interval_lower"
+INTERVAL_UPPER_NAME: Final = "interval_upper"
+#: File of the calibration (levels, conformal quantiles) inside a logged model's directory.
+CALIBRATION_FILE: Final = "calibration.json"

@@ -95,7 +95,30 @@ def test_metadata_lists_the_tensor_contract_and_the_loaded_version(served: Serve
     assert meta["versions"] == ["1"]
     assert meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 5]}]
-    assert meta["outputs"] == [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+    assert meta["outputs"] == [
+        {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]},
+        # One column per level of INTERVAL_LEVELS.
+        {"name": "interval_lower", "datatype": "FP32", "shape": [-1, 4]},
+        {"name": "interval_upper", "datatype": "FP32", "shape": [-1, 4]},
+    ]
+
+
+def test_one_inference_answers_the_point_and_the_bounds(served: Served) -> None:
+    rows = [[1.0, 5.0, 0.0, 7.0, 8.85], [0.0, 12.0, 1.0, 250.0, -20.0]]
+    body = {"inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [2, 5], "data": rows}]}
+    answer = httpx.post(
+        f"{served.rest}/v2/models/{served.settings.model_name}/infer", json=body, timeout=5
+    ).json()
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert set(outputs) == {OUTPUT_NAME, "interval_lower", "interval_upper"}
+    point = outputs[OUTPUT_NAME]["data"]
+    assert outputs["interval_lower"]["shape"] == [2, 4]
+    lower = [outputs["interval_lower"]["data"][i * 4 : i * 4 + 4] for i in range(2)]
+    upper = [outputs["interval_upper"]["data"][i * 4 : i * 4 + 4] for i in range(2)]
+    for row in range(2):
+        assert all(0 <= low <= point[row] for low in lower[row])
+        assert all(high >= point[row] for high in upper[row])
+        assert lower[row] == sorted(lower[row], reverse=True)  # wider at higher levels
 
 
 @pytest.mark.parametrize(

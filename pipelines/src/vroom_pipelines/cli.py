@@ -283,7 +283,7 @@ def evaluate_cmd(
     repeats: Annotated[int, typer.Option(min=1, max=20, help="Repeats of shuffled 5-fold.")] = 5,
 ) -> None:
     """Cross-validate our model against the Ray Serve forest on a data folder (no servers)."""
-    from vroom_pipelines.evaluate import evaluate
+    from vroom_pipelines.evaluate import evaluate, interval_coverage
 
     with exit_on_error(), Progress.for_terminal().step("Cross-validating three models"):
         results = evaluate(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
@@ -298,6 +298,18 @@ def evaluate_cmd(
             f"{r.seconds:.0f}",
         )
     console.print(table)
+    with exit_on_error(), Progress.for_terminal().step("Measuring the prediction intervals"):
+        report = interval_coverage(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
+    intervals = Table(
+        title=f"Prediction intervals on held-out vehicles ({repeats}x5 shuffled, "
+        f"{report.n} predictions)",
+        title_justify="left",
+    )
+    for column in ("level", "coverage", "mean width (reservations)"):
+        intervals.add_column(column)
+    for level, covered, width in zip(report.levels, report.coverage, report.width, strict=True):
+        intervals.add_row(f"{level:g}", f"{covered:.3f}", f"{width:.2f}")
+    console.print(intervals)
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

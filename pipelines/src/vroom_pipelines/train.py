@@ -25,21 +25,38 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import structlog
+from joblib import Parallel, delayed  # type: ignore[import-untyped]
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
+from sklearn.base import clone
 from sklearn.ensemble import ExtraTreesRegressor
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.model_selection import GridSearchCV, KFold
 
 from vroom_common.errors import PipelineFailed
 from vroom_common.registry import ALIAS_CANDIDATE, MODEL_ARTIFACT_PATH, PROMOTION_METRIC
 from vroom_common.settings import Settings
 from vroom_features import FEATURE_NAMES, LABEL
-from vroom_features.contract import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, REGISTRATION_FILE
+from vroom_features.contract import (
+    CALIBRATION_FILE,
+    INPUT_NAME,
+    INTERVAL_LOWER_NAME,
+    INTERVAL_UPPER_NAME,
+    ONNX_FILE,
+    OUTPUT_NAME,
+    REGISTRATION_FILE,
+)
+from vroom_pipelines.intervals import (
+    CoverageReport,
+    IntervalForecaster,
+    fit_interval_model,
+    held_out_coverage,
+    interval_graph,
+)
 from vroom_pipelines.preflight import check_mlflow
 from vroom_pipelines.progress import Progress
 
@@ -112,38 +129,80 @@ def load_training_set(settings: Settings) -> tuple[pd.DataFrame, pd.Series]:
     return frame[list(FEATURE_NAMES)], frame[LABEL].astype("float64")
 
 
-def cross_validate(config: TrainConfig, x: pd.DataFrame, y: pd.Series, n_jobs: int) -> list[float]:
-    """Per-fold MAE of the tuned model over unshuffled outer folds (nested CV)."""
-    scores = cross_val_score(
-        config.estimator(),
-        x,
-        y,
-        cv=KFold(config.outer_folds),
-        scoring="neg_mean_absolute_error",
-        n_jobs=n_jobs,
+def fit_fold(
+    config: TrainConfig, x: pd.DataFrame, y: np.ndarray, train_rows: Any, test_rows: Any
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One outer fold of the nested CV: the whole training procedure (leaf-size search,
+    interval calibration on the fold's own out-of-fold predictions) on its training rows;
+    its MAE and interval bounds on the held-out rows."""
+    x_fit, y_fit, x_test = x.iloc[train_rows], y[train_rows], x.iloc[test_rows]
+    search = config.estimator().fit(x_fit, y_fit)
+    best = search.best_estimator_
+    forecaster = fit_interval_model(
+        lambda: clone(best), x_fit, y_fit, random_state=config.random_state, point=best
     )
-    return [float(-s) for s in scores]
+    mae = float(mean_absolute_error(y[test_rows], best.predict(x_test)))
+    lower, upper = forecaster.predict_interval(x_test)
+    return mae, lower, upper
 
 
-def export_onnx(model: ExtraTreesRegressor, x: pd.DataFrame) -> tuple[onnx.ModelProto, float]:
-    """The ONNX export and its largest deviation from sklearn on ``x``."""
-    proto = convert_sklearn(
+def cross_validate(
+    config: TrainConfig, x: pd.DataFrame, y: pd.Series, n_jobs: int
+) -> tuple[list[float], CoverageReport]:
+    """Per-fold MAE over unshuffled outer folds and the intervals' held-out coverage
+    (nested CV: nothing a fold is scored on was seen by its tuning or calibration)."""
+    target = y.to_numpy(dtype=np.float64)
+    splits = list(KFold(config.outer_folds).split(x))
+    folds = Parallel(n_jobs=n_jobs)(
+        delayed(fit_fold)(config, x, target, train_rows, test_rows)
+        for train_rows, test_rows in splits
+    )
+    results = iter(folds)
+
+    def replay(
+        _x: pd.DataFrame, _y: np.ndarray, _test: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray]:
+        _mae, lower, upper = next(results)
+        return lower, upper
+
+    coverage = held_out_coverage(replay, x, target, splits)
+    return [mae for mae, _lower, _upper in folds], coverage
+
+
+def _convert(model: Any, output: str) -> onnx.ModelProto:
+    proto: onnx.ModelProto = convert_sklearn(
         model,
         initial_types=[(INPUT_NAME, FloatTensorType([None, len(FEATURE_NAMES)]))],
-        final_types=[(OUTPUT_NAME, FloatTensorType([None, 1]))],
+        final_types=[(output, FloatTensorType([None, 1]))],
         target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return proto
+
+
+def export_onnx(model: IntervalForecaster, x: pd.DataFrame) -> tuple[onnx.ModelProto, float]:
+    """The served graph (point prediction and interval bounds in one inference) and its
+    largest deviation from sklearn on ``x``, over the point and every bound."""
+    proto = interval_graph(
+        _convert(model.point, OUTPUT_NAME), _convert(model.scale, "scale"), model.calibration
     )
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x32 = x.astype(np.float32)
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: x32.to_numpy()})[0].ravel()
-    diff = float(np.max(np.abs(got - model.predict(x32))))
+    point, lower, upper = session.run(
+        [OUTPUT_NAME, INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME], {INPUT_NAME: x32.to_numpy()}
+    )
+    want_lower, want_upper = model.predict_interval(x32)
+    diff = max(
+        float(np.max(np.abs(point.ravel() - model.predict(x32)))),
+        float(np.max(np.abs(lower - want_lower))),
+        float(np.max(np.abs(upper - want_upper))),
+    )
     if diff > ONNX_TOLERANCE:
         raise PipelineFailed(f"ONNX export deviates from sklearn by {diff:.2e} > {ONNX_TOLERANCE}")
     return proto, diff
 
 
 def save_model_dir(
-    path: Path, model: ExtraTreesRegressor, proto: onnx.ModelProto, x: pd.DataFrame
+    path: Path, model: IntervalForecaster, proto: onnx.ModelProto, x: pd.DataFrame
 ) -> None:
     """An MLflow model directory with the sklearn and onnx flavours side by side."""
     # Declared as doubles: the model computes in floating point, and MLflow's schema
@@ -159,6 +218,7 @@ def save_model_dir(
         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
     )
     (path / ONNX_FILE).write_bytes(proto.SerializeToString())
+    (path / CALIBRATION_FILE).write_text(json.dumps(model.calibration.as_dict(), indent=2))
     meta = Model.load(str(path / "MLmodel"))
     meta.add_flavor(
         "onnx", onnx_version=onnx.__version__, data=ONNX_FILE, providers=["CPUExecutionProvider"]
@@ -189,15 +249,18 @@ def train(
     x, y = load_training_set(settings)
 
     with progress.step(f"Nested {config.outer_folds}-fold cross-validation on {len(x)} rows"):
-        folds = cross_validate(config, x, y, settings.train_n_jobs)
-    with progress.step("Fitting on all rows"):
+        folds, coverage = cross_validate(config, x, y, settings.train_n_jobs)
+    with progress.step("Fitting on all rows and calibrating the intervals"):
         search = config.estimator().fit(x, y)
-        model: ExtraTreesRegressor = search.best_estimator_
+        best: ExtraTreesRegressor = search.best_estimator_
+        model = fit_interval_model(
+            lambda: clone(best), x, y.to_numpy(), random_state=config.random_state, point=best
+        )
         fitted = model.predict(x)
     with progress.step("Exporting to ONNX and checking it against sklearn"):
         proto, onnx_diff = export_onnx(model, x)
 
-    importances = dict(zip(FEATURE_NAMES, map(float, model.feature_importances_), strict=True))
+    importances = dict(zip(FEATURE_NAMES, map(float, best.feature_importances_), strict=True))
     metrics = {
         PROMOTION_METRIC: float(np.mean(folds)),
         "cv_mae_std": float(np.std(folds)),
@@ -206,6 +269,7 @@ def train(
         "train_rmse": float(np.sqrt(mean_squared_error(y, fitted))),
         "train_r2": float(r2_score(y, fitted)),
         "onnx_max_abs_diff": onnx_diff,
+        **coverage.metrics(),
         **{f"feature_importance_{k}": v for k, v in importances.items()},
     }
     params = {
@@ -218,6 +282,9 @@ def train(
         f"{config.inner_folds}-fold shuffled inner",
         "random_state": config.random_state,
         "features": ",".join(FEATURE_NAMES),
+        "interval_levels": ",".join(f"{level:g}" for level in model.calibration.levels),
+        "interval_method": "split-conformal on out-of-fold predictions, scale-normalized, "
+        "two-sided",
         "n_rows": len(x),
     }
 

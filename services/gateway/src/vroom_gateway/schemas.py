@@ -33,9 +33,21 @@ class Health(BaseModel):
     feast_online: bool = Field(description="The feature service (Redis + Feast) is ready.")
 
 
+class PredictionInterval(BaseModel):
+    """Where the count is expected to fall with probability ``level`` (conformal,
+    calibrated on vehicles held out of training; docs/model.md)."""
+
+    lower: float = Field(ge=0, description="Rounded to 2 decimals; never below 0.")
+    upper: float = Field(description="Rounded to 2 decimals.")
+    level: float = Field(description="The coverage asked for (interval_level).")
+
+
 class PredictionOut(BaseModel):
     predicted_reservations: float = Field(description="Rounded to 2 decimals.")
     model_version: str
+    prediction_interval: PredictionInterval | None = Field(
+        description="Null only for a model trained before intervals existed."
+    )
 
 
 class BatchPredictions(BaseModel):

@@ -24,6 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from vroom_features.contract import (
     INPUT_NAME,
+    INTERVAL_LOWER_NAME,
+    INTERVAL_UPPER_NAME,
     N_FEATURES,
     ONNX_FILE,
     OUTPUT_NAME,
@@ -57,10 +59,39 @@ class LoadedModel:
     source: str
     session: ort.InferenceSession
 
+    @property
+    def has_intervals(self) -> bool:
+        """The graph has the interval outputs (models trained before them do not)."""
+        names = {output.name for output in self.session.get_outputs()}
+        return {INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME} <= names
+
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Predicted reservations, shape ``[N]``, for float32 features of shape ``[N, 5]``."""
         out = self.session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def predict_with_intervals(self, features: np.ndarray) -> Outputs:
+        """The point predictions ``[N]`` and, when the model has them, the interval
+        bounds ``[N, len(INTERVAL_LEVELS)]``: one run of the graph."""
+        if not self.has_intervals:
+            return Outputs(self.predict(features), None, None)
+        point, lower, upper = self.session.run(
+            [OUTPUT_NAME, INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME], {INPUT_NAME: features}
+        )
+        return Outputs(
+            np.asarray(point, dtype=np.float32).reshape(-1),
+            np.asarray(lower, dtype=np.float32),
+            np.asarray(upper, dtype=np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What one inference gives: points ``[N]``, bounds ``[N, levels]`` or None."""
+
+    point: np.ndarray
+    lower: np.ndarray | None
+    upper: np.ndarray | None
 
 
 def open_session(onnx_path: Path) -> ort.InferenceSession:

@@ -29,7 +29,15 @@ from grpc_interceptor.exceptions import Internal
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 
-from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES, OUTPUT_NAME
+from vroom_features.contract import (
+    INPUT_DATATYPE,
+    INPUT_NAME,
+    INTERVAL_LEVELS,
+    INTERVAL_LOWER_NAME,
+    INTERVAL_UPPER_NAME,
+    N_FEATURES,
+    OUTPUT_NAME,
+)
 from vroom_predictor.loading import LoadedModel, ModelLoadError, ModelSource, NoVersion
 
 log = structlog.get_logger(__name__)
@@ -237,7 +245,15 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         return [{"name": INPUT_NAME, "datatype": INPUT_DATATYPE, "shape": [-1, N_FEATURES]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+        outputs = [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+        model = self._current
+        if model is not None and model.has_intervals:
+            # One column per level of INTERVAL_LEVELS, in that order.
+            outputs += [
+                {"name": name, "datatype": "FP32", "shape": [-1, len(INTERVAL_LEVELS)]}
+                for name in (INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME)
+            ]
+        return outputs
 
     async def predict(
         self,
@@ -250,18 +266,28 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
             raise NotReady(self.name, self.last_error or "no model has been promoted yet")
         features = features_from(payload)
         if len(features) >= self.thread_rows:
-            predictions = await asyncio.to_thread(model.predict, features)
+            result = await asyncio.to_thread(model.predict_with_intervals, features)
         else:
-            predictions = model.predict(features)
+            result = model.predict_with_intervals(features)
+        predictions = result.point
         if not (np.isfinite(predictions).all() and (predictions >= 0).all()):
             raise self._invalid(model, predictions)
         output = InferOutput(name=OUTPUT_NAME, shape=[len(predictions)], datatype="FP32")
         output.set_data_from_numpy(predictions, binary_data=False)
+        outputs = [output]
+        for name, bounds in (
+            (INTERVAL_LOWER_NAME, result.lower),
+            (INTERVAL_UPPER_NAME, result.upper),
+        ):
+            if bounds is not None:
+                tensor = InferOutput(name=name, shape=list(bounds.shape), datatype="FP32")
+                tensor.set_data_from_numpy(bounds, binary_data=False)
+                outputs.append(tensor)
         return InferResponse(
             response_id=payload.id or str(uuid.uuid4()),
             model_name=self.name,
             model_version=model.version,
-            infer_outputs=[output],
+            infer_outputs=outputs,
             parameters={"run_id": model.run_id or ""},
         )
 

@@ -23,7 +23,18 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceSt
 from vroom_common.errors import DependencyUnavailable, InvalidInput, ModelNotReady, VroomError
 from vroom_common.observability import REQUEST_ID_METADATA, current_request_id
 from vroom_features import FEATURE_NAMES
-from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES, OUTPUT_NAME
+from vroom_features.contract import (
+    INPUT_DATATYPE,
+    INPUT_NAME,
+    INTERVAL_LEVELS,
+    INTERVAL_LOWER_NAME,
+    INTERVAL_UPPER_NAME,
+    N_FEATURES,
+    OUTPUT_NAME,
+)
+
+#: The interval outputs, lower then upper.
+INTERVAL_OUTPUTS = (INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME)
 
 log = structlog.get_logger(__name__)
 
@@ -43,11 +54,15 @@ FloatMatrix = npt.NDArray[np.float32]
 
 @dataclass(frozen=True)
 class Prediction:
-    """The predictor's answer: one value per input row and the version that computed it."""
+    """The predictor's answer: one value per input row and the version that computed it;
+    with a model that has them, the interval bounds per row, one column per level of
+    ``INTERVAL_LEVELS``."""
 
     values: list[float]
     model_version: str
     run_id: str
+    lower: FloatMatrix | None = None
+    upper: FloatMatrix | None = None
 
 
 @dataclass(frozen=True)
@@ -153,8 +168,7 @@ class PredictorClient:
                     name=INPUT_NAME, datatype=INPUT_DATATYPE, shape=list(rows.shape)
                 )
             ],
-            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=OUTPUT_NAME)],
-            raw_input_contents=[rows.tobytes()],
+            raw_input_contents=[rows.tobytes()],  # no outputs named: all of them come back
         )
 
     async def predict(self, features: FloatMatrix) -> Prediction:
@@ -168,17 +182,41 @@ class PredictorClient:
         run_id = (
             response.parameters["run_id"].string_param if "run_id" in response.parameters else ""
         )
-        return Prediction(values=values, model_version=response.model_version, run_id=run_id)
+        lower, upper = (self._tensor(response, name) for name in INTERVAL_OUTPUTS)
+        if lower is not None and upper is not None:
+            width = len(INTERVAL_LEVELS)
+            if lower.shape != (len(values), width) or upper.shape != lower.shape:
+                raise DependencyUnavailable(
+                    PREDICTOR,
+                    f"interval bounds of shape {list(lower.shape)}, not [{len(values)}, {width}]",
+                )
+        else:
+            lower = upper = None
+        return Prediction(
+            values=values,
+            model_version=response.model_version,
+            run_id=run_id,
+            lower=lower,
+            upper=upper,
+        )
 
-    def _values(self, response: pb.ModelInferResponse) -> list[float]:
+    @staticmethod
+    def _tensor(response: pb.ModelInferResponse, name: str) -> FloatMatrix | None:
         for index, output in enumerate(response.outputs):
-            if output.name != OUTPUT_NAME:
+            if output.name != name:
                 continue
             if index < len(response.raw_output_contents):
-                raw = response.raw_output_contents[index]
-                return [float(v) for v in np.frombuffer(raw, dtype="<f4")]
-            return [float(v) for v in output.contents.fp32_contents]
-        raise DependencyUnavailable(PREDICTOR, f"the response has no {OUTPUT_NAME!r} output")
+                flat = np.frombuffer(response.raw_output_contents[index], dtype="<f4")
+            else:
+                flat = np.asarray(output.contents.fp32_contents, dtype=np.float32)
+            return flat.reshape([int(d) for d in output.shape])
+        return None
+
+    def _values(self, response: pb.ModelInferResponse) -> list[float]:
+        point = self._tensor(response, OUTPUT_NAME)
+        if point is None:
+            raise DependencyUnavailable(PREDICTOR, f"the response has no {OUTPUT_NAME!r} output")
+        return [float(v) for v in point.reshape(-1)]
 
     async def model_metadata(self) -> ModelMetadata:
         """The served model's v2 metadata (name, platform, tensors)."""

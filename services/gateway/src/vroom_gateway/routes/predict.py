@@ -8,11 +8,13 @@ from typing import Annotated, Any
 import numpy as np
 import numpy.typing as npt
 import orjson
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import AfterValidator
 
 from vroom_common.errors import NotFound
 from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
 from vroom_features import FEATURE_NAMES
+from vroom_features.contract import DEFAULT_INTERVAL_LEVEL, INTERVAL_LEVELS
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import Prediction
 from vroom_gateway.deps import ResourcesDep
@@ -21,14 +23,45 @@ from vroom_gateway.schemas import BatchPredictions, PredictionOut, VehicleIdRequ
 router = APIRouter(tags=["predict"])
 
 
-def outputs(prediction: Prediction) -> list[dict[str, Any]]:
+def _check_level(level: float) -> float:
+    if level not in INTERVAL_LEVELS:
+        allowed = ", ".join(f"{known:g}" for known in INTERVAL_LEVELS)
+        raise ValueError(f"interval_level must be one of {allowed} (the calibrated levels)")
+    return level
+
+
+IntervalLevel = Annotated[
+    float,
+    AfterValidator(_check_level),
+    Query(
+        description="Coverage of the prediction interval, one of the calibrated levels "
+        f"({', '.join(f'{known:g}' for known in INTERVAL_LEVELS)}).",
+    ),
+]
+
+
+def outputs(prediction: Prediction, level: float = DEFAULT_INTERVAL_LEVEL) -> list[dict[str, Any]]:
     """The API's predictions (``PredictionOut``: 2 decimals, the version that computed
-    them) as plain dicts."""
+    them, the interval at ``level`` when the model has intervals) as plain dicts."""
     version = prediction.model_version
-    return [
+    rows = [
         {"predicted_reservations": round(value, 2), "model_version": version}
         for value in prediction.values
     ]
+    if prediction.lower is not None and prediction.upper is not None:
+        column = INTERVAL_LEVELS.index(level)
+        for row, lower, upper in zip(
+            rows, prediction.lower[:, column], prediction.upper[:, column], strict=True
+        ):
+            row["prediction_interval"] = {
+                "lower": round(float(lower), 2),
+                "upper": round(float(upper), 2),
+                "level": level,
+            }
+    else:
+        for row in rows:
+            row["prediction_interval"] = None
+    return rows
 
 
 def json_response(body: Any) -> Response:
@@ -49,11 +82,15 @@ async def online_matrix(features: FeatureServiceClient, vehicle_id: int) -> npt.
 
 
 @router.post("/predict", response_model=PredictionOut)
-async def predict(vehicle: VehicleFeatures, resources: ResourcesDep) -> Response:
-    """Predicted reservations for one vehicle's raw attributes."""
+async def predict(
+    vehicle: VehicleFeatures,
+    resources: ResourcesDep,
+    interval_level: IntervalLevel = DEFAULT_INTERVAL_LEVEL,
+) -> Response:
+    """Predicted reservations for one vehicle's raw attributes, with the interval."""
     matrix = await resources.features.compute([vehicle])
     prediction = await resources.traffic.predict(matrix, matrix.tobytes())
-    return json_response(outputs(prediction)[0])
+    return json_response(outputs(prediction, interval_level)[0])
 
 
 @router.post("/predict/batch", response_model=BatchPredictions)
@@ -66,6 +103,7 @@ async def predict_batch(
         ),
     ],
     resources: ResourcesDep,
+    interval_level: IntervalLevel = DEFAULT_INTERVAL_LEVEL,
 ) -> Response:
     """Predictions for up to 1000 vehicles, in the order given."""
     if not vehicles:
@@ -73,12 +111,16 @@ async def predict_batch(
     matrix = await resources.features.compute(vehicles)
     # One key for the whole batch: a batch is answered by one version.
     prediction = await resources.traffic.predict(matrix, matrix.tobytes())
-    return json_response({"predictions": outputs(prediction)})
+    return json_response({"predictions": outputs(prediction, interval_level)})
 
 
 @router.post("/predict/id", response_model=PredictionOut)
-async def predict_by_id(body: VehicleIdRequest, resources: ResourcesDep) -> Response:
+async def predict_by_id(
+    body: VehicleIdRequest,
+    resources: ResourcesDep,
+    interval_level: IntervalLevel = DEFAULT_INTERVAL_LEVEL,
+) -> Response:
     """Predicted reservations for a known vehicle, from its online-store features."""
     matrix = await online_matrix(resources.features, body.vehicle_id)
     prediction = await resources.traffic.predict(matrix, b"id:%d" % body.vehicle_id)
-    return json_response(outputs(prediction)[0])
+    return json_response(outputs(prediction, interval_level)[0])
