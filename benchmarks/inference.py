@@ -1,7 +1,9 @@
-"""Inference speed: the sklearn model against the served ONNX export.
+"""Inference speed: the sklearn model against the served ONNX export, and what the
+prediction intervals add to the served graph.
 
-Trains the production model (``TrainConfig``) on the real fleet, exports it exactly as
-training does, and times one row and 1,000 rows through each runtime. Prints medians
+Trains the production model (``TrainConfig`` + interval calibration) on the real fleet,
+exports it exactly as training does, and times one row and 1,000 rows through sklearn,
+an ONNX graph of the point model alone, and the served graph (point and bounds). Prints medians
 over repeated runs (this machine is small and noisy; medians resist that).
 
     uv run python benchmarks/inference.py [--data-dir ../shared/data] [--repeats 200]
@@ -17,11 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from sklearn.base import clone
 from sklearn.ensemble import ExtraTreesRegressor
 
 from vroom_features.contract import INPUT_NAME, OUTPUT_NAME
 from vroom_pipelines.evaluate import training_set
-from vroom_pipelines.train import TrainConfig, export_onnx
+from vroom_pipelines.intervals import fit_interval_model
+from vroom_pipelines.train import TrainConfig, convert, export_onnx
 from vroom_predictor.loading import open_session
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -39,6 +45,13 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(samples)
 
 
+def _session(proto: onnx.ModelProto) -> ort.InferenceSession:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(proto.SerializeToString())
+        return open_session(path)  # the predictor's own session settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA.resolve())
@@ -47,27 +60,33 @@ def main() -> None:
 
     x, y = training_set(args.data_dir)
     search = TrainConfig().estimator().fit(x, y)
-    model: ExtraTreesRegressor = search.best_estimator_
+    best: ExtraTreesRegressor = search.best_estimator_
+    model = fit_interval_model(lambda: clone(best), x, y.to_numpy(), point=best)
     proto, diff = export_onnx(model, x)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        path.write_bytes(proto.SerializeToString())
-        session = open_session(path)  # the predictor's own session settings
+    served = _session(proto)
+    point_only = _session(convert(best, OUTPUT_NAME))
 
     x32 = x.astype(np.float32)
     rows = {"1 row": x32.iloc[:1], "1,000 rows": x32.iloc[:1000]}
     print(
-        f"model: ExtraTrees, {model.n_estimators} trees, min_samples_leaf="
-        f"{model.min_samples_leaf}; ONNX max |diff| vs sklearn {diff:.1e}"
+        f"model: ExtraTrees, {best.n_estimators} trees, min_samples_leaf="
+        f"{best.min_samples_leaf}, intervals from a {model.scale.n_estimators}-tree scale "
+        f"model; ONNX max |diff| vs sklearn {diff:.1e}"
     )
-    print(f"{'input':<12}{'sklearn (n_jobs=1)':>20}{'ONNX Runtime (1 thread)':>26}{'speed-up':>10}")
+    print(
+        f"{'input':<12}{'sklearn (n_jobs=1)':>20}{'ONNX point only':>18}"
+        f"{'ONNX point + intervals (served)':>33}"
+    )
     for label, frame in rows.items():
         array = frame.to_numpy()
         sk = median_ms(lambda frame=frame: model.predict(frame), args.repeats)
-        ort_ms = median_ms(
-            lambda array=array: session.run([OUTPUT_NAME], {INPUT_NAME: array}), args.repeats
+        point_ms = median_ms(
+            lambda array=array: point_only.run([OUTPUT_NAME], {INPUT_NAME: array}), args.repeats
         )
-        print(f"{label:<12}{sk:>17.3f} ms{ort_ms:>23.4f} ms{sk / ort_ms:>9.0f}x")
+        served_ms = median_ms(
+            lambda array=array: served.run(None, {INPUT_NAME: array}), args.repeats
+        )
+        print(f"{label:<12}{sk:>17.3f} ms{point_ms:>15.4f} ms{served_ms:>30.4f} ms")
 
 
 if __name__ == "__main__":

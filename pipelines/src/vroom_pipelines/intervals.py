@@ -53,7 +53,7 @@ Array = npt.NDArray[np.float64]
 def scale_model(random_state: int) -> ExtraTreesRegressor:
     """The error-size model: heavily regularized (an error is noisier than a count)."""
     return ExtraTreesRegressor(
-        n_estimators=100,
+        n_estimators=30,  # a rough size is enough; keeps the graph's cost small
         max_features=1.0,
         min_samples_leaf=60,
         random_state=random_state,

@@ -169,7 +169,8 @@ def cross_validate(
     return [mae for mae, _lower, _upper in folds], coverage
 
 
-def _convert(model: Any, output: str) -> onnx.ModelProto:
+def convert(model: Any, output: str) -> onnx.ModelProto:
+    """One sklearn regressor as an ONNX graph with the contract's input."""
     proto: onnx.ModelProto = convert_sklearn(
         model,
         initial_types=[(INPUT_NAME, FloatTensorType([None, len(FEATURE_NAMES)]))],
@@ -183,7 +184,7 @@ def export_onnx(model: IntervalForecaster, x: pd.DataFrame) -> tuple[onnx.ModelP
     """The served graph (point prediction and interval bounds in one inference) and its
     largest deviation from sklearn on ``x``, over the point and every bound."""
     proto = interval_graph(
-        _convert(model.point, OUTPUT_NAME), _convert(model.scale, "scale"), model.calibration
+        convert(model.point, OUTPUT_NAME), convert(model.scale, "scale"), model.calibration
     )
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x32 = x.astype(np.float32)
