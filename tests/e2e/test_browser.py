@@ -21,20 +21,13 @@ from mlflow import MlflowClient
 from playwright.sync_api import Page, sync_playwright
 
 from tests.e2e.conftest import Stack
+from vroom_cli.bench import SAMPLE_VEHICLE as VEHICLE
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE
 
 pytestmark = pytest.mark.integration
 
 PAGE_DIR = Path(__file__).parent / "dashboard"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-VEHICLE = {
-    "technology": 1,
-    "actual_price": 67.85,
-    "recommended_price": 59.0,
-    "num_images": 5,
-    "street_parked": 0,
-    "description": 7,
-}
 STREAMS = {
     "model": "/events",
     "vehicles": "/vehicles/events",

@@ -10,16 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from vroom_cli.bench import SAMPLE_VEHICLE as VEHICLE
+
 pytestmark = pytest.mark.integration
 
-VEHICLE = {
-    "technology": 1,
-    "actual_price": 67.85,
-    "recommended_price": 59.0,
-    "num_images": 5,
-    "street_parked": 0,
-    "description": 7,
-}
 
 STRING = (str,)
 INTEGER = (int,)

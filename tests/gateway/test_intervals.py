@@ -7,16 +7,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.gateway.conftest import VEHICLE
 from vroom_features.contract import INTERVAL_LEVELS
-
-VEHICLE = {
-    "technology": 1,
-    "actual_price": 67.85,
-    "recommended_price": 59.0,
-    "num_images": 5,
-    "street_parked": 0,
-    "description": 7,
-}
 
 
 def _check(prediction: dict[str, Any], level: float) -> None:

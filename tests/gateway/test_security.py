@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import free_ports
 from tests.fake_http import Recorded, serve_json
+from tests.gateway.conftest import VEHICLE
 from tests.predictor.conftest import Served
 from vroom_common.http import server_config
 from vroom_common.settings import Settings
@@ -40,14 +41,6 @@ WRONG_KEY = "k-" + "c" * 30
 #: POSTs that read: predictions stay open unless ``auth_reads`` closes them too.
 OPEN_POSTS = {"/predict", "/predict/id", "/predict/batch"}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
-VEHICLE = {
-    "technology": 1,
-    "actual_price": 67.85,
-    "recommended_price": 59.0,
-    "num_images": 5,
-    "street_parked": 0,
-    "description": 7,
-}
 
 
 def operations(settings: Settings) -> list[tuple[str, str, dict[str, Any]]]:
