@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -59,9 +60,10 @@ class LoadedModel:
     source: str
     session: ort.InferenceSession
 
-    @property
+    @cached_property
     def has_intervals(self) -> bool:
-        """The graph has the interval outputs (models trained before them do not)."""
+        """The graph has the interval outputs (models trained before them do not).
+        Read once per loaded model, not per request."""
         names = {output.name for output in self.session.get_outputs()}
         return {INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME} <= names
 
@@ -136,7 +138,8 @@ def check(loaded: LoadedModel) -> None:
         found = [(i.name, i.shape) for i in inputs]
         raise ModelLoadError(f"model input {found} does not match [{INPUT_NAME!r}, [N, 5]]")
     try:
-        prediction = loaded.predict(PROBE_ROW)
+        # Through every output the graph has (caches has_intervals before serving).
+        prediction = loaded.predict_with_intervals(PROBE_ROW).point
     except Exception as exc:
         raise ModelLoadError(f"probe prediction failed: {exc}") from exc
     if prediction.shape != (1,) or not np.isfinite(prediction).all() or prediction[0] < 0:
