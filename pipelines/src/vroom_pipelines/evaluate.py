@@ -22,9 +22,9 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.model_selection import KFold, RepeatedKFold, cross_val_score
 
 from vroom_features import FEATURE_NAMES, compute_features
-from vroom_pipelines.intervals import CoverageReport, held_out_coverage
+from vroom_pipelines.intervals import CoverageReport
 from vroom_pipelines.seed import load_csv_dir
-from vroom_pipelines.train import TrainConfig, fit_fold
+from vroom_pipelines.train import TrainConfig, nested_cv
 
 
 @dataclass(frozen=True)
@@ -85,23 +85,6 @@ def evaluate(data_dir: Path, n_jobs: int = 2, repeats: int = 5) -> list[Evaluati
 
 def interval_coverage(data_dir: Path, n_jobs: int = 2, repeats: int = 5) -> CoverageReport:
     """Held-out coverage and width per level over ``repeats`` x 5 shuffled folds."""
-    from joblib import Parallel, delayed  # type: ignore[import-untyped]  # noqa: PLC0415
-
     x, y = training_set(data_dir)
-    target = y.to_numpy(dtype=np.float64)
-    config = TrainConfig()
-    splits = list(RepeatedKFold(n_splits=5, n_repeats=repeats, random_state=0).split(x))
-    folds = iter(
-        Parallel(n_jobs=n_jobs)(
-            delayed(fit_fold)(config, x, target, train_rows, test_rows)
-            for train_rows, test_rows in splits
-        )
-    )
-
-    def replay(
-        _x: pd.DataFrame, _y: np.ndarray, _test: pd.DataFrame
-    ) -> tuple[np.ndarray, np.ndarray]:
-        _mae, lower, upper = next(folds)
-        return lower, upper
-
-    return held_out_coverage(replay, x, target, splits)
+    splits = RepeatedKFold(n_splits=5, n_repeats=repeats, random_state=0).split(x)
+    return nested_cv(TrainConfig(), x, y, splits, n_jobs)[1]

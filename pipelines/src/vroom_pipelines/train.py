@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -54,8 +55,8 @@ from vroom_pipelines.intervals import (
     CoverageReport,
     IntervalForecaster,
     fit_interval_model,
-    held_out_coverage,
     interval_graph,
+    pooled_coverage,
 )
 from vroom_pipelines.preflight import check_mlflow
 from vroom_pipelines.progress import Progress
@@ -146,27 +147,32 @@ def fit_fold(
     return mae, lower, upper
 
 
-def cross_validate(
-    config: TrainConfig, x: pd.DataFrame, y: pd.Series, n_jobs: int
+def nested_cv(
+    config: TrainConfig, x: pd.DataFrame, y: pd.Series, splits: Iterable[Any], n_jobs: int
 ) -> tuple[list[float], CoverageReport]:
-    """Per-fold MAE over unshuffled outer folds and the intervals' held-out coverage
-    (nested CV: nothing a fold is scored on was seen by its tuning or calibration)."""
+    """Per-split MAE and the intervals' pooled held-out coverage over ``splits`` (nested:
+    nothing a split is scored on was seen by its tuning or calibration)."""
     target = y.to_numpy(dtype=np.float64)
-    splits = list(KFold(config.outer_folds).split(x))
+    splits = list(splits)
     folds = Parallel(n_jobs=n_jobs)(
         delayed(fit_fold)(config, x, target, train_rows, test_rows)
         for train_rows, test_rows in splits
     )
-    results = iter(folds)
-
-    def replay(
-        _x: pd.DataFrame, _y: np.ndarray, _test: pd.DataFrame
-    ) -> tuple[np.ndarray, np.ndarray]:
-        _mae, lower, upper = next(results)
-        return lower, upper
-
-    coverage = held_out_coverage(replay, x, target, splits)
+    coverage = pooled_coverage(
+        target,
+        (
+            (test_rows, lower, upper)
+            for (_, test_rows), (_, lower, upper) in zip(splits, folds, strict=True)
+        ),
+    )
     return [mae for mae, _lower, _upper in folds], coverage
+
+
+def cross_validate(
+    config: TrainConfig, x: pd.DataFrame, y: pd.Series, n_jobs: int
+) -> tuple[list[float], CoverageReport]:
+    """:func:`nested_cv` over the promotion metric's unshuffled outer folds."""
+    return nested_cv(config, x, y, KFold(config.outer_folds).split(x), n_jobs)
 
 
 def convert(model: Any, output: str) -> onnx.ModelProto:
