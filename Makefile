@@ -20,8 +20,8 @@ setup:  ## install uv (if missing), the locked dependencies and a Redis server
 	scripts/ensure-redis.sh
 
 test: setup  ## the test suite (starts its own Redis and MLflow)
-	scripts/ensure-hey.sh
-	scripts/ensure-chromium.sh
+	scripts/ensure-deb-tool.sh hey hey "vroom bench drives the gateway with it" optional
+	scripts/ensure-deb-tool.sh chromium chromium "the browser tests drive it with Playwright"
 	$(UV) run pytest
 
 lint:

@@ -59,7 +59,10 @@ def dashboard(stack: Stack) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def page(stack: Stack, dashboard: str) -> Iterator[Page]:
     if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: scripts/ensure-chromium.sh installs it", pytrace=False)
+        pytest.fail(
+            "Chromium is missing: `make test` installs it (scripts/ensure-deb-tool.sh)",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import helm_python
+import jsonschema
 import pytest
 import yaml
 
@@ -213,3 +214,48 @@ def iter_containers(docs: list[Manifest]) -> Iterator[tuple[PodSpec, dict[str, A
     for pod in pod_specs(docs):
         for container in pod.containers():
             yield pod, container
+
+
+# --- CRD schemas (KServe, Gateway API) ------------------------------------------------------
+
+
+def _close(node: Any) -> Any:
+    """Reject unknown fields: additionalProperties false where properties are listed."""
+    if isinstance(node, dict):
+        node = {key: _close(value) for key, value in node.items()}
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+        return node
+    if isinstance(node, list):
+        return [_close(item) for item in node]
+    return node
+
+
+@functools.cache
+def crd_validator(path: Path, kind: str) -> tuple[str, jsonschema.protocols.Validator]:
+    """The stored (and served) version of the CRD in ``path`` (under ``../shared``):
+    its ``group/version`` and a validator of its schema that rejects unknown fields."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # CRDs are large
+    crd = yaml.load(require_shared(path).read_text(), Loader=loader)  # noqa: S506 - a safe loader
+    assert crd["spec"]["names"]["kind"] == kind
+    version = next(v for v in crd["spec"]["versions"] if v.get("served") and v.get("storage"))
+    schema = _close(version["schema"]["openAPIV3Schema"])
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    return f"{crd['spec']['group']}/{version['name']}", cls(schema)
+
+
+def crd_errors(doc: Manifest, path: Path) -> list[str]:
+    """What is wrong with ``doc`` against the CRD in ``path`` (empty when valid)."""
+    group_version, validator = crd_validator(path, doc["kind"])
+    errors = [f"apiVersion {doc['apiVersion']} != {group_version}"] * (
+        doc["apiVersion"] != group_version
+    )
+    errors += [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(strip_source(doc))
+    ]
+    return errors

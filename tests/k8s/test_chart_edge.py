@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import helm_python
-import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
-import yaml
 
 from tests.k8s.render import (
     CI_DIR,
@@ -24,12 +21,12 @@ from tests.k8s.render import (
     RELEASE,
     Manifest,
     container_env,
+    crd_errors,
     load_values,
     of_kind,
     one,
     render,
     render_raw,
-    require_shared,
     strip_source,
 )
 from vroom_common.settings import Settings
@@ -152,45 +149,8 @@ def test_ingress_without_tls_serves_its_host_over_http() -> None:
     assert spec["rules"][0]["host"] == "vroom.example.org"
 
 
-def _close(node: Any) -> Any:
-    """Reject unknown fields: additionalProperties false where properties are listed."""
-    if isinstance(node, dict):
-        node = {key: _close(value) for key, value in node.items()}
-        if (
-            "properties" in node
-            and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            node["additionalProperties"] = False
-        return node
-    if isinstance(node, list):
-        return [_close(item) for item in node]
-    return node
-
-
-@functools.cache
-def _httproute_crd() -> tuple[str, Any]:
-    """The stored version of the Gateway API HTTPRoute CRD: group/version, validator."""
-    path = require_shared(GATEWAY_API_SCHEMAS / HTTPROUTE_CRD)
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRD is large
-    crd = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
-    assert crd["spec"]["names"]["kind"] == "HTTPRoute"
-    version = next(v for v in crd["spec"]["versions"] if v.get("served") and v.get("storage"))
-    schema = _close(version["schema"]["openAPIV3Schema"])
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-    return f"{crd['spec']['group']}/{version['name']}", cls(schema)
-
-
 def _httproute_errors(doc: Manifest) -> list[str]:
-    group_version, validator = _httproute_crd()
-    errors = [f"apiVersion {doc['apiVersion']} != {group_version}"] * (
-        doc["apiVersion"] != group_version
-    )
-    errors += [
-        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-        for e in validator.iter_errors(strip_source(doc))
-    ]
-    return errors
+    return crd_errors(doc, GATEWAY_API_SCHEMAS / HTTPROUTE_CRD)
 
 
 def test_httproute_validates_against_the_gateway_api_crd() -> None:

@@ -4,15 +4,12 @@ every manifest validates against the Kubernetes (pinned version) and KServe v0.2
 from __future__ import annotations
 
 import copy
-import functools
 from pathlib import Path
 from typing import Any
 
 import helm_python
-import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from tests.k8s.render import (
     CHART_DIR,
@@ -20,12 +17,12 @@ from tests.k8s.render import (
     KSERVE_SCHEMAS,
     KUBE_VERSION,
     chart_metadata,
+    crd_errors,
     load_values,
     of_kind,
     one,
     render,
     render_raw,
-    require_shared,
     strip_source,
 )
 from vroom_common.registry import candidate_name
@@ -222,53 +219,8 @@ def test_strict_validation_catches_an_unknown_field() -> None:
 # --- KServe CRDs ---------------------------------------------------------------------
 
 
-def _close(node: Any) -> Any:
-    """Reject unknown fields: additionalProperties false where properties are listed."""
-    if isinstance(node, dict):
-        node = {key: _close(value) for key, value in node.items()}
-        if (
-            "properties" in node
-            and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            node["additionalProperties"] = False
-        return node
-    if isinstance(node, list):
-        return [_close(item) for item in node]
-    return node
-
-
-@functools.cache
-def _crd_version(kind: str) -> dict[str, Any]:
-    """The stored (and served) version of a KServe CRD."""
-    path = require_shared(KSERVE_SCHEMAS / KSERVE_CRDS[kind])
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are large
-    crd = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
-    assert crd["spec"]["names"]["kind"] == kind
-    version: dict[str, Any] = next(
-        v for v in crd["spec"]["versions"] if v.get("served") and v.get("storage")
-    )
-    return version
-
-
-@functools.cache
-def _kserve_validator(kind: str) -> jsonschema.protocols.Validator:
-    schema = _close(_crd_version(kind)["schema"]["openAPIV3Schema"])
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-    return cls(schema)
-
-
 def _kserve_errors(doc: dict[str, Any]) -> list[str]:
-    validator = _kserve_validator(doc["kind"])
-    group_version = f"serving.kserve.io/{_crd_version(doc['kind'])['name']}"
-    errors = [f"apiVersion {doc['apiVersion']} != {group_version}"] * (
-        doc["apiVersion"] != group_version
-    )
-    errors += [
-        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-        for e in validator.iter_errors(strip_source(doc))
-    ]
-    return errors
+    return crd_errors(doc, KSERVE_SCHEMAS / KSERVE_CRDS[doc["kind"]])
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=CI_IDS)

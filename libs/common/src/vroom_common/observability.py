@@ -123,7 +123,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, REQUEST_ID_HEADER.lower().encode())
+        incoming = header(scope, REQUEST_ID_HEADER.lower().encode())
         request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else None
         request_id = request_id or uuid.uuid4().hex
         token = _request_id.set(request_id)
@@ -154,7 +154,8 @@ class RequestContextMiddleware:
             _request_id.reset(token)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header of an ASGI scope (``name`` in lower case), or None."""
     for key, value in scope.get("headers", []):
         if key == name:
             return bytes(value).decode("latin-1")

@@ -382,22 +382,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("rollout_steps", mode="before")
-    @classmethod
-    def _parse_steps(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            return json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p]
-        return value
-
     @field_validator("rollout_steps")
     @classmethod
     def _check_steps(cls, value: list[int]) -> list[int]:
         return check_steps(value)
 
-    @field_validator("cors_origins", "api_keys", mode="before")
+    @field_validator("rollout_steps", "cors_origins", "api_keys", mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
+        """A list variable: JSON (``[10, 50]``) or comma-separated (``10,50``)."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

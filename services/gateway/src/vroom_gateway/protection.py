@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vroom_common.errors import PayloadTooLarge, RateLimited, RequestTimeout
 from vroom_common.http import vroom_error_response
+from vroom_common.observability import header
 from vroom_common.settings import Settings
 from vroom_gateway.security import Caller, Principal
 
@@ -100,13 +101,8 @@ class BodyLimitMiddleware:
 
 
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 class RateLimits:
@@ -164,7 +160,6 @@ def rate_limited(scope: str, benchmark: bool = False) -> Callable[..., Awaitable
             await limits.hit(scope, items, client_id(request, principal))
         return principal
 
-    dependency.__name__ = f"rate_limit_{scope.replace('/', '_').strip('_')}"
     return dependency
 
 

@@ -246,7 +246,6 @@ async def authenticate(
     )
     if principal.authenticated:
         structlog.contextvars.bind_contextvars(caller=principal.id)
-    request.state.principal = principal
     return principal
 
 
