@@ -548,3 +548,18 @@ def test_jwts_from_the_oidc_issuer(
         assert client.post("/reload", headers={"X-API-Key": KEY}).status_code == 200
     paths = [request.path for request in fake.requests]
     assert paths.count("/.well-known/openid-configuration") == 1  # discovered once, cached
+
+
+def test_rate_limits_let_requests_through_while_redis_is_down(
+    served: Served, airflow: FakeAirflow
+) -> None:
+    """Redis down must not turn the API off: the limiter logs and lets requests pass."""
+    (closed,) = free_ports(1)
+    settings = secured(served, airflow).with_overrides(
+        redis_url=f"redis://127.0.0.1:{closed}/0", rate_limit_costly="1/minute"
+    )
+    with TestClient(create_app(settings)) as client:
+        statuses = [
+            client.post("/reload", headers={"X-API-Key": KEY}).status_code for _ in range(3)
+        ]
+    assert statuses == [200, 200, 200]
