@@ -3,8 +3,10 @@ prediction intervals add to the served graph.
 
 Trains the production model (``TrainConfig`` + interval calibration) on the real fleet,
 exports it exactly as training does, and times one row and 1,000 rows through sklearn,
-an ONNX graph of the point model alone, and the served graph (point and bounds). Prints medians
-over repeated runs (this machine is small and noisy; medians resist that).
+an ONNX graph of the point model alone (fed its own columns), the served graph (point
+and bounds, fed every feature: it picks its columns itself) and the same graph through
+the predictor's loaded model. Prints medians over repeated runs (this machine is small and noisy;
+medians resist that).
 
     uv run python benchmarks/inference.py [--data-dir ../shared/data] [--repeats 200]
 """
@@ -21,14 +23,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from sklearn.base import clone
-from sklearn.ensemble import ExtraTreesRegressor
 
 from vroom_features.contract import INPUT_NAME, OUTPUT_NAME
 from vroom_pipelines.evaluate import training_set
-from vroom_pipelines.intervals import fit_interval_model
-from vroom_pipelines.train import TrainConfig, convert, export_onnx
-from vroom_predictor.loading import open_session
+from vroom_pipelines.train import TrainConfig, convert, export_onnx, fit_model
+from vroom_predictor.loading import LoadedModel, open_session
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -59,34 +58,36 @@ def main() -> None:
     args = parser.parse_args()
 
     x, y = training_set(args.data_dir)
-    search = TrainConfig().estimator().fit(x, y)
-    best: ExtraTreesRegressor = search.best_estimator_
-    model = fit_interval_model(lambda: clone(best), x, y.to_numpy(), point=best)
+    model = fit_model(TrainConfig(), x, y.to_numpy())
     proto, diff = export_onnx(model, x)
     served = _session(proto)
-    point_only = _session(convert(best, OUTPUT_NAME))
+    point_only = _session(convert(model.point, OUTPUT_NAME))
+    loaded = LoadedModel("bench", None, "memory", served)
 
     x32 = x.astype(np.float32)
     rows = {"1 row": x32.iloc[:1], "1,000 rows": x32.iloc[:1000]}
     print(
-        f"model: ExtraTrees, {best.n_estimators} trees, min_samples_leaf="
-        f"{best.min_samples_leaf}, intervals from a {model.scale.n_estimators}-tree scale "
-        f"model; ONNX max |diff| vs sklearn {diff:.1e}"
+        f"model: ExtraTrees on {', '.join(model.features)}, {model.point.n_estimators} trees, "
+        f"min_samples_leaf={model.point.min_samples_leaf}, intervals from a "
+        f"{model.scale.n_estimators}-tree scale model; ONNX max |diff| vs sklearn {diff:.1e}"
     )
     print(
         f"{'input':<12}{'sklearn (n_jobs=1)':>20}{'ONNX point only':>18}"
-        f"{'ONNX point + intervals (served)':>33}"
+        f"{'ONNX served graph':>20}{'predictor':>14}"
     )
     for label, frame in rows.items():
-        array = frame.to_numpy()
+        full = frame.to_numpy()
+        array = frame[list(model.features)].to_numpy()
         sk = median_ms(lambda frame=frame: model.predict(frame), args.repeats)
         point_ms = median_ms(
             lambda array=array: point_only.run([OUTPUT_NAME], {INPUT_NAME: array}), args.repeats
         )
-        served_ms = median_ms(
-            lambda array=array: served.run(None, {INPUT_NAME: array}), args.repeats
+        served_ms = median_ms(lambda full=full: served.run(None, {INPUT_NAME: full}), args.repeats)
+        loaded_ms = median_ms(lambda full=full: loaded.predict_with_intervals(full), args.repeats)
+        print(
+            f"{label:<12}{sk:>17.3f} ms{point_ms:>15.4f} ms{served_ms:>17.4f} ms"
+            f"{loaded_ms:>11.4f} ms"
         )
-        print(f"{label:<12}{sk:>17.3f} ms{point_ms:>15.4f} ms{served_ms:>30.4f} ms")
 
 
 if __name__ == "__main__":

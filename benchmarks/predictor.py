@@ -15,14 +15,14 @@ import asyncio
 import time
 
 import httpx
-import numpy as np
 from kserve import InferenceGRPCClient, InferInput, InferRequest
 from timing import latencies_ms, summary
 
 from vroom_common.settings import get_settings
 from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES
+from vroom_predictor.loading import PROBE_ROW
 
-ROW = np.array([[1, 4, 0, 120, 5.0]], dtype=np.float32)
+ROW = PROBE_ROW
 
 
 async def grpc_latencies(target: str, model: str, calls: int) -> list[float]:

@@ -11,7 +11,10 @@ from typing import Final
 
 from vroom_features.transforms import FEATURE_NAMES
 
-#: Input tensor: one row per vehicle, columns in ``FEATURE_NAMES`` order.
+#: Input tensor: one row per vehicle, every feature, columns in ``FEATURE_NAMES`` order.
+#: A served graph takes them all (it picks the ones its model uses itself); a graph
+#: narrower than ``N_FEATURES`` is a model trained before the list grew, and the
+#: predictor feeds it the first columns (the feature list is append-only).
 INPUT_NAME: Final = "features"
 #: Open Inference Protocol v2 datatype of the input (tree runtimes compute in float32).
 INPUT_DATATYPE: Final = "FP32"

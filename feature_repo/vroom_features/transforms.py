@@ -1,9 +1,13 @@
-"""Feature logic: from the six raw attributes to the model's five features.
+"""Feature logic: from the six raw attributes to the features the stores hold.
 
 This is the only place that says which features exist, in which order, and how each
 is computed. Batch materialization, the event-driven materializer, on-the-fly
 serving and training all call :func:`compute_features`, so the features a model
 was trained on are by construction the features it is served.
+
+The list is append-only: a feature is added at the end and none is removed or
+reordered, so a model trained on the first *k* features keeps serving after the
+list grows (``vroom_features.contract.model_columns``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ TIMESTAMP_FIELD: Final = "event_timestamp"
 #: Decimals kept in ``price_diff``. float32 (the serving runtime's input type) cannot
 #: tell 8.849999999999994 from 8.85; rounding makes both paths see the same value.
 PRICE_DIFF_DECIMALS: Final = 2
+#: Decimals kept in ``price_ratio``, for the same reason.
+PRICE_RATIO_DECIMALS: Final = 4
 
 
 def _raw(column: str) -> Callable[[Any], Any]:
@@ -37,6 +43,12 @@ def _raw(column: str) -> Callable[[Any], Any]:
 def price_diff(raw: Any) -> Any:
     """``actual_price - recommended_price`` in cents precision (scalar or column)."""
     return np.round(raw["actual_price"] - raw["recommended_price"], PRICE_DIFF_DECIMALS)
+
+
+def price_ratio(raw: Any) -> Any:
+    """``actual_price / recommended_price`` to 4 decimals (scalar or column): how far a
+    host prices above the platform's advice, the strongest single signal."""
+    return np.round(raw["actual_price"] / raw["recommended_price"], PRICE_RATIO_DECIMALS)
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class Feature:
     compute: Callable[[Any], Any]
 
 
-#: The model's features, in the order the model takes them.
+#: The features, in the order of the model's input tensor (append-only, see above).
 FEATURES: Final[tuple[Feature, ...]] = (
     Feature(
         "technology", "int", "Instant-booking tech package installed (0/1).", _raw("technology")
@@ -63,6 +75,9 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("street_parked", "int", "Parked on the street (0/1).", _raw("street_parked")),
     Feature("description", "int", "Character count of the description.", _raw("description")),
     Feature("price_diff", "float", "actual_price - recommended_price, to cents.", price_diff),
+    Feature(
+        "price_ratio", "float", "actual_price / recommended_price, to 4 decimals.", price_ratio
+    ),
 )
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
 _DTYPE: Final = {"int": np.dtype("int64"), "float": np.dtype("float64")}

@@ -36,9 +36,21 @@ def test_features_come_out_in_model_order_with_integer_and_float_types() -> None
         "street_parked",
         "description",
         "price_diff",
+        "price_ratio",
     )
-    assert N_FEATURES == 5
-    assert [str(t) for t in features.dtypes] == ["int64"] * 4 + ["float64"]
+    assert N_FEATURES == 6
+    assert [str(t) for t in features.dtypes] == ["int64"] * 4 + ["float64"] * 2
+
+
+def test_the_first_five_features_stay_those_of_the_first_model() -> None:
+    """Append-only: a model trained on the first five keeps its columns."""
+    assert FEATURE_NAMES[:5] == (
+        "technology",
+        "num_images",
+        "street_parked",
+        "description",
+        "price_diff",
+    )
 
 
 def test_price_diff_is_actual_minus_recommended_rounded_to_cents() -> None:
@@ -46,6 +58,14 @@ def test_price_diff_is_actual_minus_recommended_rounded_to_cents() -> None:
     # 67.85 - 59 is 8.849999999999994 in binary floating point; the feature says 8.85.
     assert 67.85 - 59 != 8.85
     assert features["price_diff"].tolist() == [8.85, 47.7, 0.0]
+
+
+def test_price_ratio_is_actual_over_recommended_to_four_decimals() -> None:
+    features = compute_features(RAW)
+    assert features["price_ratio"].tolist() == [1.15, 1.9, 1.0]
+    # Exactly representable after the float32 cast the predictor makes: both paths agree.
+    ratio = features["price_ratio"].to_numpy()
+    assert np.array_equal(np.round(ratio.astype(np.float32).astype(np.float64), 4), ratio)
 
 
 def test_single_row_path_equals_the_frame_path() -> None:

@@ -10,7 +10,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.ensemble import ExtraTreesRegressor
 
-from vroom_features import FEATURE_NAMES
+from vroom_features import compute_features
 from vroom_features.contract import (
     INPUT_NAME,
     INTERVAL_LEVELS,
@@ -25,15 +25,18 @@ from vroom_pipelines.train import export_onnx
 def fleet(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Overdispersed counts whose spread grows with ``num_images`` (heteroscedastic)."""
     rng = np.random.default_rng(seed)
-    x = pd.DataFrame(
+    recommended = np.round(rng.uniform(40, 90, n), 0)
+    raw = pd.DataFrame(
         {
             "technology": rng.integers(0, 2, n),
+            "actual_price": np.round(recommended + rng.normal(0, 15, n).clip(-35, None), 2),
+            "recommended_price": recommended,
             "num_images": rng.integers(0, 20, n),
             "street_parked": rng.integers(0, 2, n),
             "description": rng.integers(0, 500, n),
-            "price_diff": np.round(rng.normal(0, 15, n), 2),
         }
-    )[list(FEATURE_NAMES)]
+    )
+    x = compute_features(raw)
     mean = np.exp(1.0 + 0.08 * x["num_images"] - 0.03 * x["price_diff"].clip(-30, 30))
     dispersion = 2.0
     y = rng.negative_binomial(dispersion, dispersion / (dispersion + mean)).astype(float)

@@ -29,7 +29,7 @@ from vroom_pipelines.cli import register as register_pipeline_commands
 from vroom_pipelines.materialize import materialize
 from vroom_pipelines.pipeline import PipelineSummary
 from vroom_pipelines.seed import seed_synthetic
-from vroom_pipelines.train import TrainConfig, train
+from vroom_pipelines.train import MODEL_FEATURES, TrainConfig, train
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +101,7 @@ def test_real_data_model_artifacts_load_and_agree(
     offline = pd.read_parquet(settings.offline_store_path)
     x = offline[list(FEATURE_NAMES)].astype(np.float32)
     session = ort.InferenceSession(str(local / ONNX_FILE), providers=["CPUExecutionProvider"])
+    assert list(sk_model.features) == list(MODEL_FEATURES)
     onnx_pred = session.run([OUTPUT_NAME], {INPUT_NAME: x.to_numpy()})[0].ravel()
     assert np.max(np.abs(onnx_pred - sk_model.predict(x))) <= 1e-4
     assert mlflow.models.Model.load(str(local)).signature is not None
@@ -162,11 +163,11 @@ def test_train_registers_a_candidate_with_both_model_formats(isolated_settings: 
     settings = isolated_settings
     seed_synthetic(settings, 200, seed=5)
     materialize(settings)
-    result = train(settings, TrainConfig(n_estimators=20, min_samples_leaf_grid=(10, 20)))
+    result = train(settings, TrainConfig(n_estimators=20, min_samples_leaf=15))
     client = MlflowClient(settings.mlflow_uri)
     run = client.get_run(result.run_id)
-    assert run.data.params["min_samples_leaf"] in {"10", "20"}
-    assert run.data.params["features"] == ",".join(FEATURE_NAMES)
+    assert run.data.params["min_samples_leaf"] == "15"
+    assert run.data.params["features"] == ",".join(MODEL_FEATURES)
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "model")}
     assert {"model/MLmodel", "model/model.onnx"} <= artifacts
     assert result.onnx_max_abs_diff <= 1e-4

@@ -54,9 +54,10 @@ class Served:
         return register(client, self.settings.model_name, run.info.run_id, source)
 
     def promote_new_version(self, model_dir: Path | None = None) -> str:
-        """Register and promote; the promotion publishes ``model-promoted``."""
+        """Register and promote (forced: the copies are the same model, which a
+        comparison would retain); the promotion publishes ``model-promoted``."""
         version = self.register_version(model_dir)
-        result = promote(self.settings)
+        result = promote(self.settings, force=True)
         assert result.outcome == "promoted", result
         return version
 

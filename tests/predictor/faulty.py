@@ -1,6 +1,6 @@
 """Tiny ONNX models, built with ``onnx.helper``, that load but predict what is not a count.
 
-Each keeps the tensor contract (``features`` ``[N, 5]`` FP32 in, ``predicted_reservations``
+Each keeps the tensor contract (``features`` ``[N, N_FEATURES]`` FP32 in, ``predicted_reservations``
 ``[N]`` FP32 out) and answers 0 for the load-time probe row (so the load check accepts
 it) but a fault for any row whose ``description`` (column 3) is not the probe's:
 

@@ -43,7 +43,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     counts = pd.Series([r["vehicle_id"] for r in fleet.reservations]).value_counts()
     y = counts.reindex(raw.index, fill_value=0).astype("float64")
     x = compute_features(raw)[list(FEATURE_NAMES)]
-    config = TrainConfig(n_estimators=20, min_samples_leaf_grid=(15,))
+    config = TrainConfig(n_estimators=20, min_samples_leaf=15)
     best: ExtraTreesRegressor = config.estimator().fit(x, y).best_estimator_
     model = fit_interval_model(lambda: clone(best), x, y.to_numpy(), point=best)
     proto, _diff = export_onnx(model, x)

@@ -112,7 +112,8 @@ def _train_rows(t: TrainResult) -> list[tuple[str, object]]:
         ("cv_mae_mean ± std", f"{t.cv_mae_mean:.4f} ± {t.cv_mae_std:.4f}"),
         ("per-fold MAE", ", ".join(f"{m:.3f}" for m in t.cv_mae_folds)),
         ("train MAE / RMSE / R²", f"{t.train_mae:.3f} / {t.train_rmse:.3f} / {t.train_r2:.3f}"),
-        ("best params", t.best_params),
+        ("features", t.params["features"]),
+        ("min_samples_leaf", t.params["min_samples_leaf"]),
         ("feature importances", ", ".join(f"{k} {v:.2f}" for k, v in top)),
         ("ONNX max |diff| vs sklearn", f"{t.onnx_max_abs_diff:.1e}"),
         ("rows", t.n_rows),
@@ -128,6 +129,17 @@ def _promote_rows(p: PromotionResult) -> list[tuple[str, object]]:
         ("champion now", f"v{p.champion_version}" if p.champion_version else "none"),
         ("model-promoted event", "published" if p.event_published else "not published"),
     ]
+    c = p.comparison
+    if c is not None:
+        rows += [
+            ("re-scored on", f"{c.folds} shuffled folds of today's offline store, both models"),
+            ("candidate / champion MAE", f"{c.candidate_mae:.4f} / {c.champion_mae:.4f}"),
+            (
+                "paired test",
+                f"difference {c.mean_difference:+.4f}, corrected t {c.t_statistic:.2f}, "
+                f"one-sided p {c.p_value:.3f} (promote below {c.alpha:g})",
+            ),
+        ]
     if p.rollout_id:
         rows.append(
             (
@@ -220,9 +232,18 @@ def train_cmd(state_dir: StateDir = None) -> None:
     console.print(kv_table("Trained", _train_rows(result)))
 
 
-def promote_cmd(state_dir: StateDir = None) -> None:
-    """Make the candidate champion if its cv_mae_mean beats the champion's (under the
-    progressive strategy: start a rollout of it, which promotes it on live signals)."""
+def promote_cmd(
+    state_dir: StateDir = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Promote the candidate without comparing it with the champion."
+        ),
+    ] = False,
+) -> None:
+    """Make the candidate champion if it beats the champion, both re-scored on today's
+    data and the same folds (under the progressive strategy: start a rollout of it,
+    which promotes it on live signals)."""
     from vroom_pipelines.promote import promote
     from vroom_rollout import as_promotion_hook, make_rollout
     from vroom_rollout.progressive.requests import progressive_starter
@@ -230,7 +251,9 @@ def promote_cmd(state_dir: StateDir = None) -> None:
     settings = settings_for(state_dir)
     hook = as_promotion_hook(make_rollout(settings))
     with exit_on_error():
-        result = promote(settings, rollout=hook, start_rollout=progressive_starter(settings))
+        result = promote(
+            settings, rollout=hook, start_rollout=progressive_starter(settings), force=force
+        )
     console.print(kv_table("Promotion", _promote_rows(result) + _hook_rows(hook)))
     exit_on_rollout_error(hook, result.champion_version)
 
@@ -283,14 +306,14 @@ def evaluate_cmd(
     repeats: Annotated[int, typer.Option(min=1, max=20, help="Repeats of shuffled 5-fold.")] = 5,
 ) -> None:
     """Cross-validate our model against the Ray Serve forest on a data folder (no servers)."""
-    from vroom_pipelines.evaluate import evaluate, interval_coverage
+    from vroom_pipelines.evaluate import evaluate
 
-    with exit_on_error(), Progress.for_terminal().step("Cross-validating three models"):
-        results = evaluate(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
+    with exit_on_error(), Progress.for_terminal().step("Cross-validating four models"):
+        evaluation = evaluate(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
     table = Table(title=f"MAE of the reservation count on {data_dir}", title_justify="left")
     for column in ("model", "5-fold unshuffled", f"{repeats}x5 shuffled (± sd)", "seconds"):
         table.add_column(column)
-    for r in results:
+    for r in evaluation.models:
         table.add_row(
             r.model,
             f"{r.unshuffled_5fold_mae:.3f}",
@@ -298,8 +321,7 @@ def evaluate_cmd(
             f"{r.seconds:.0f}",
         )
     console.print(table)
-    with exit_on_error(), Progress.for_terminal().step("Measuring the prediction intervals"):
-        report = interval_coverage(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
+    report = evaluation.intervals
     intervals = Table(
         title=f"Prediction intervals on held-out vehicles ({repeats}x5 shuffled, "
         f"{report.n} predictions)",

@@ -39,6 +39,7 @@ from vroom_features.contract import (
     INTERVAL_LEVELS,
     INTERVAL_LOWER_NAME,
     INTERVAL_UPPER_NAME,
+    N_FEATURES,
     OUTPUT_NAME,
 )
 
@@ -117,18 +118,25 @@ def bounds(point: Array, sigma: Array, calibration: Calibration) -> tuple[Array,
 class IntervalForecaster(BaseEstimator, RegressorMixin):  # type: ignore[misc]
     """The trained model as one sklearn object: the point model, the scale model and
     the calibration. ``predict`` is the point prediction (MLflow's sklearn flavour);
-    :meth:`predict_interval` the bounds."""
+    :meth:`predict_interval` the bounds. Both take a frame holding at least the
+    model's :attr:`features` (others are ignored)."""
 
     def __init__(self, point: Any, scale: ExtraTreesRegressor, calibration: Calibration) -> None:
         self.point = point
         self.scale = scale
         self.calibration = calibration
 
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The columns the model was fit on, in order."""
+        return tuple(self.point.feature_names_in_)
+
     def predict(self, x: pd.DataFrame) -> Array:
-        return np.asarray(self.point.predict(x), dtype=np.float64)
+        return np.asarray(self.point.predict(x[list(self.features)]), dtype=np.float64)
 
     def predict_interval(self, x: pd.DataFrame) -> tuple[Array, Array]:
-        return bounds(self.predict(x), self.scale.predict(x), self.calibration)
+        columns = x[list(self.features)]
+        return bounds(self.predict(columns), self.scale.predict(columns), self.calibration)
 
 
 @dataclass(frozen=True)
@@ -201,20 +209,45 @@ def _const(name: str, values: Sequence[float], shape: Sequence[int]) -> TensorPr
     return numpy_helper.from_array(np.asarray(values, dtype=np.float32).reshape(shape), name)
 
 
-def interval_graph(
-    point: onnx.ModelProto, scale: onnx.ModelProto, calibration: Calibration
-) -> onnx.ModelProto:
-    """One graph from the point and scale exports (same input): outputs the point
-    prediction and, per level, the lower and upper bounds (``[N, levels]``)."""
-    input_name = point.graph.input[0].name
-    scale = onnx.compose.add_prefix(scale, "scale_")
-    renamed = {f"scale_{input_name}": input_name}
-    scale_nodes = []
-    for node in scale.graph.node:
+def _rewired(nodes: Iterable[onnx.NodeProto], renamed: dict[str, str]) -> list[onnx.NodeProto]:
+    """Copies of ``nodes`` reading ``renamed[name]`` wherever they read ``name``."""
+    copies = []
+    for node in nodes:
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
         copy.input[:] = [renamed.get(name, name) for name in node.input]
-        scale_nodes.append(copy)
+        copies.append(copy)
+    return copies
+
+
+def interval_graph(
+    point: onnx.ModelProto,
+    scale: onnx.ModelProto,
+    calibration: Calibration,
+    columns: Sequence[int] | None = None,
+) -> onnx.ModelProto:
+    """One graph from the point and scale exports (same input): outputs the point
+    prediction and, per level, the lower and upper bounds (``[N, levels]``).
+
+    With ``columns``, the graph's input is the whole feature vector (``N_FEATURES``
+    wide) and the graph picks those columns for the two models, which were fit on them.
+    """
+    input_name = point.graph.input[0].name
+    scale = onnx.compose.add_prefix(scale, "scale_")
+    model_input = "model_features" if columns is not None else input_name
+    point_nodes = _rewired(point.graph.node, {input_name: model_input})
+    scale_nodes = _rewired(scale.graph.node, {f"scale_{input_name}": model_input})
+    inputs = list(point.graph.input)
+    selection: list[onnx.NodeProto] = []
+    selection_constants: list[TensorProto] = []
+    if columns is not None:
+        inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [None, N_FEATURES])]
+        selection = [
+            helper.make_node("Gather", [input_name, "model_columns"], [model_input], axis=1)
+        ]
+        selection_constants = [
+            numpy_helper.from_array(np.asarray(columns, dtype=np.int64), "model_columns")
+        ]
     point_out = point.graph.output[0].name
     sigma_raw = scale.graph.output[0].name
     levels = len(calibration.levels)
@@ -234,15 +267,15 @@ def interval_graph(
     ]
     bound = [None, levels]
     graph = helper.make_graph(
-        [*point.graph.node, *scale_nodes, *nodes],
+        [*selection, *point_nodes, *scale_nodes, *nodes],
         "vroom_forecast_with_intervals",
-        list(point.graph.input),
+        inputs,
         [
             helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1]),
             helper.make_tensor_value_info(INTERVAL_LOWER_NAME, TensorProto.FLOAT, bound),
             helper.make_tensor_value_info(INTERVAL_UPPER_NAME, TensorProto.FLOAT, bound),
         ],
-        [*point.graph.initializer, *scale.graph.initializer, *constants],
+        [*selection_constants, *point.graph.initializer, *scale.graph.initializer, *constants],
     )
     model = helper.make_model(graph, opset_imports=list(point.opset_import))
     model.ir_version = point.ir_version

@@ -1,8 +1,14 @@
-"""Promote: champion/challenger on ``cv_mae_mean`` (lower is better).
+"""Promote: champion/challenger, compared like with like.
 
-The first candidate becomes champion; a strictly better candidate takes the alias;
-an equal or worse one is kept as a registered, non-champion version with the reason
-on its tags. Only a promotion emits ``model-promoted`` and triggers the rollout.
+The first candidate becomes champion. After that, both models' procedures are refit
+on today's offline store over the same repeated folds (``vroom_pipelines.compare``),
+and the candidate takes the alias only if it is better by more than the fold-to-fold
+noise (a paired, corrected t-test). A champion that cannot be re-scored (its sklearn
+artifact is gone or no longer loads) is compared by the ``cv_mae_mean`` each model
+logged, and the reason says so. A candidate that does not win is kept as a
+registered, non-champion version with the reason on its tags; the comparison's
+figures are logged on its run. Only a promotion emits ``model-promoted`` and
+triggers the rollout. ``force`` skips the comparison (an operator's decision).
 
 With a ``start_rollout`` (progressive delivery, see docs/rollouts.md) a better
 candidate does not take the alias here: it starts a progressive rollout (shadow, then
@@ -13,18 +19,23 @@ and becomes champion at once.
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import mlflow
 import redis
 import structlog
+from mlflow.artifacts import download_artifacts
+from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vroom_common import events
-from vroom_common.errors import NotFound
+from vroom_common.errors import NotFound, PipelineFailed
 from vroom_common.events import ModelPromoted
 from vroom_common.registry import (
     ALIAS_CANDIDATE,
@@ -34,7 +45,9 @@ from vroom_common.registry import (
     TAG_PROMOTION_REASON,
 )
 from vroom_common.settings import Settings
+from vroom_pipelines.compare import Comparison, Procedure, compare, procedure_of
 from vroom_pipelines.preflight import check_mlflow
+from vroom_pipelines.train import load_training_set
 
 log = structlog.get_logger(__name__)
 
@@ -52,17 +65,37 @@ class Decision:
     reason: str
 
 
-def decide(candidate_score: float, champion_score: float | None) -> Decision:
-    """The promotion rule, on its own so it can be tested without a registry."""
+def decide(
+    candidate_score: float,
+    champion_score: float | None,
+    comparison: Comparison | None = None,
+    *,
+    not_rescored: str = "",
+) -> Decision:
+    """The promotion rule, on its own so it can be tested without a registry: the
+    paired comparison when there is one, else the logged scores (``not_rescored``
+    says why there is none)."""
     if champion_score is None:
         return Decision(True, "no champion yet")
+    if comparison is not None:
+        if comparison.candidate_better:
+            return Decision(True, f"better beyond fold noise {comparison.summary()}")
+        return Decision(False, f"not better beyond fold noise {comparison.summary()}")
+    note = f" (not re-scored: {not_rescored})" if not_rescored else ""
     if candidate_score < champion_score:
         return Decision(
-            True, f"{PROMOTION_METRIC} {candidate_score:.4f} < champion's {champion_score:.4f}"
+            True,
+            f"logged {PROMOTION_METRIC} {candidate_score:.4f} < champion's "
+            f"{champion_score:.4f}{note}",
         )
     return Decision(
-        False, f"{PROMOTION_METRIC} {candidate_score:.4f} >= champion's {champion_score:.4f}"
+        False,
+        f"logged {PROMOTION_METRIC} {candidate_score:.4f} >= champion's {champion_score:.4f}{note}",
     )
+
+
+class NotRescorable(Exception):
+    """A version's trained procedure cannot be recovered; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +111,9 @@ class PromotionResult:
     event_published: bool
     rollout_id: str | None = None
     """The progressive rollout started for the candidate (outcome ``rollout-started``)."""
+    comparison: Comparison | None = None
+    """Both models re-scored on today's data (none: no champion, forced, or not
+    re-scorable; the reason says which)."""
 
 
 def _version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -104,6 +140,40 @@ def _score(client: MlflowClient, version: ModelVersion) -> float:
     return float(metrics[PROMOTION_METRIC])
 
 
+def _procedure(settings: Settings, client: MlflowClient, version: ModelVersion) -> Procedure:
+    """The procedure of a registered version, from its logged sklearn model."""
+    uri = client.get_model_version_download_uri(version.name, str(version.version))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=settings.mlflow_uri
+            )
+            model = mlflow.sklearn.load_model(path)
+        # Unpickling a model trained by other code raises whatever that code raises.
+        except Exception as exc:
+            raise NotRescorable(f"v{version.version}'s sklearn model does not load: {exc}") from exc
+    try:
+        return procedure_of(model)
+    except PipelineFailed as exc:
+        raise NotRescorable(f"v{version.version}: {exc.message}") from exc
+
+
+def rescore(
+    settings: Settings, client: MlflowClient, candidate: ModelVersion, champion: ModelVersion
+) -> Comparison:
+    """Both versions' procedures refit on today's offline store, same folds."""
+    procedures = _procedure(settings, client, candidate), _procedure(settings, client, champion)
+    x, y = load_training_set(settings)
+    return compare(
+        *procedures,
+        x,
+        y,
+        repeats=settings.promotion_cv_repeats,
+        alpha=settings.promotion_alpha,
+        n_jobs=settings.train_n_jobs,
+    )
+
+
 def _publish(settings: Settings, event: ModelPromoted) -> bool:
     """Emit the event; a Redis outage is reported, not fatal (the alias already moved)."""
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
@@ -121,10 +191,12 @@ def promote(
     settings: Settings,
     rollout: RolloutHook | None = None,
     start_rollout: StartRollout | None = None,
+    *,
+    force: bool = False,
 ) -> PromotionResult:
-    """Compare the candidate with the champion; if it is better, move the alias (and
-    call ``rollout``), or, given ``start_rollout`` and a champion to compare with on
-    live traffic, start a progressive rollout of the candidate instead."""
+    """Compare the candidate with the champion; if it is better (or ``force``), move the
+    alias (and call ``rollout``), or, given ``start_rollout`` and a champion to compare
+    with on live traffic, start a progressive rollout of the candidate instead."""
     check_mlflow(settings)
     client = MlflowClient(settings.mlflow_uri)
     name = settings.model_name
@@ -149,7 +221,25 @@ def promote(
     if previous == result.candidate_version:
         return result
 
-    decision = decide(candidate_score, champion_score)
+    comparison: Comparison | None = None
+    if force:
+        decision = Decision(True, "forced: promoted without comparison")
+    else:
+        not_rescored = ""
+        if champion is not None:
+            try:
+                comparison = rescore(settings, client, candidate, champion)
+            except NotRescorable as exc:
+                not_rescored = str(exc)
+                log.warning("models not re-scored; comparing logged scores", reason=not_rescored)
+        decision = decide(candidate_score, champion_score, comparison, not_rescored=not_rescored)
+    if comparison is not None:
+        now = int(time.time() * 1000)
+        client.log_batch(
+            _run_id(candidate),
+            metrics=[Metric(k, v, now, 0) for k, v in comparison.metrics().items()],
+        )
+    result = replace(result, comparison=comparison)
     client.set_model_version_tag(name, candidate.version, TAG_PROMOTION_REASON, decision.reason)
     if not decision.promote:
         client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "retained")

@@ -76,6 +76,7 @@ class VehicleFeatureVector(BaseModel):
     street_parked: int
     description: int
     price_diff: float = Field(description="actual_price - recommended_price, to cents.")
+    price_ratio: float = Field(description="actual_price / recommended_price, to 4 decimals.")
 
 
 class FeatureMatrix(BaseModel):

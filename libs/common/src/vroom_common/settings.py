@@ -160,6 +160,20 @@ class Settings(BaseSettings):
     model_name: str = Field(default=DEFAULT_MODEL_NAME, validation_alias=_env("MODEL_NAME"))
     mlflow_experiment: str = Field(default=DEFAULT_MODEL_NAME, description="Training runs go here.")
     train_n_jobs: int = Field(default=2, ge=1, description="Processes for cross-validation.")
+    promotion_cv_repeats: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Repeats of shuffled 5-fold CV on which a promotion re-scores champion "
+        "and candidate side by side.",
+    )
+    promotion_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="A candidate is promoted only if its paired per-fold MAE advantage has a "
+        "one-sided corrected t-test p-value below this.",
+    )
 
     # --- data ----------------------------------------------------------------------------
     # Empty paths below mean "derive from state_dir" (see _derive).

@@ -127,6 +127,7 @@ class VehicleFeaturesOut(BaseModel):
     street_parked: int | None = None
     description: int | None = None
     price_diff: float | None = None
+    price_ratio: float | None = None
     materialized: bool = Field(description="The features are in the offline or online store.")
     store: FeatureStoreName
 

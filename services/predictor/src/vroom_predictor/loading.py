@@ -32,10 +32,24 @@ from vroom_features.contract import (
     OUTPUT_NAME,
     REGISTRATION_FILE,
 )
+from vroom_features.transforms import feature_row
 
-#: Features of a typical listing, used to check a freshly loaded model before swap-in
-#: (technology, num_images, street_parked, description, price_diff).
-PROBE_ROW = np.array([[1, 4, 0, 120, 5.0]], dtype=np.float32)
+#: Features of a typical listing, used to check a freshly loaded model before swap-in.
+PROBE_ROW = np.array(
+    [
+        feature_row(
+            {
+                "technology": 1,
+                "actual_price": 65.0,
+                "recommended_price": 60.0,
+                "num_images": 4,
+                "street_parked": 0,
+                "description": 120,
+            }
+        )
+    ],
+    dtype=np.float32,
+)
 
 
 class ModelLoadError(Exception):
@@ -61,6 +75,21 @@ class LoadedModel:
     session: ort.InferenceSession
 
     @cached_property
+    def width(self) -> int:
+        """Columns the graph takes: ``N_FEATURES``, or fewer for a model trained before
+        the feature list grew (it gets the first ones). Read once per loaded model."""
+        width = self.session.get_inputs()[0].shape[-1]
+        if not isinstance(width, int) or not 1 <= width <= N_FEATURES:
+            raise ValueError(f"input width {width!r} is not 1..{N_FEATURES} features")
+        return width
+
+    def _feed(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's input from the ``[N, N_FEATURES]`` request tensor."""
+        if self.width == N_FEATURES:
+            return {INPUT_NAME: features}
+        return {INPUT_NAME: np.ascontiguousarray(features[:, : self.width])}
+
+    @cached_property
     def has_intervals(self) -> bool:
         """The graph has the interval outputs (models trained before them do not).
         Read once per loaded model, not per request."""
@@ -68,8 +97,8 @@ class LoadedModel:
         return {INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME} <= names
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """Predicted reservations, shape ``[N]``, for float32 features of shape ``[N, 5]``."""
-        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
+        """Predicted reservations, shape ``[N]``, for float32 features ``[N, N_FEATURES]``."""
+        out = self.session.run([OUTPUT_NAME], self._feed(features))[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
     def predict_with_intervals(self, features: np.ndarray) -> Outputs:
@@ -78,7 +107,7 @@ class LoadedModel:
         if not self.has_intervals:
             return Outputs(self.predict(features), None, None)
         point, lower, upper = self.session.run(
-            [OUTPUT_NAME, INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME], {INPUT_NAME: features}
+            [OUTPUT_NAME, INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME], self._feed(features)
         )
         return Outputs(
             np.asarray(point, dtype=np.float32).reshape(-1),
@@ -132,11 +161,16 @@ def load_dir(path: Path, version: str | None = None, run_id: str | None = None) 
 
 
 def check(loaded: LoadedModel) -> None:
-    """The model takes the contract's tensor and gives a sane prediction for a known row."""
+    """The model takes the contract's tensor (or its first columns) and gives a sane
+    prediction for a known row."""
     inputs = loaded.session.get_inputs()
-    if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].shape[-1] != N_FEATURES:
+    if [i.name for i in inputs] != [INPUT_NAME]:
         found = [(i.name, i.shape) for i in inputs]
-        raise ModelLoadError(f"model input {found} does not match [{INPUT_NAME!r}, [N, 5]]")
+        raise ModelLoadError(f"model inputs {found} are not the one input {INPUT_NAME!r}")
+    try:
+        _ = loaded.width  # checked (and cached) before the model serves
+    except ValueError as exc:
+        raise ModelLoadError(f"model input {INPUT_NAME!r}: {exc}") from exc
     try:
         # Through every output the graph has (caches has_intervals before serving).
         prediction = loaded.predict_with_intervals(PROBE_ROW).point

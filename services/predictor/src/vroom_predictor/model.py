@@ -97,7 +97,7 @@ class ReloadResult:
 
 
 class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hints
-    """Serves ``predicted_reservations`` for ``features`` ``[N, 5]`` (FP32).
+    """Serves ``predicted_reservations`` for ``features`` ``[N, N_FEATURES]`` (FP32).
 
     ``optional``: the source having no version (:class:`NoVersion`) is this model's
     normal state (the rollout candidate, between rollouts), logged at info at start-up.

@@ -115,7 +115,7 @@ class FeatureServiceClient:
         return await self._call("POST", path, body)
 
     async def compute(self, vehicles: Sequence[VehicleFeatures]) -> npt.NDArray[np.float32]:
-        """Features of the vehicles' raw attributes: ``[N, 5]`` float32, contract order."""
+        """Features of the vehicles' raw attributes: ``[N, N_FEATURES]`` float32, contract order."""
         # Encoded in one call (pydantic-core), not model by model: 1,000 vehicles cost
         # a few hundred microseconds instead of milliseconds.
         body = b'{"vehicles":' + _VEHICLES.dump_json(list(vehicles)) + b"}"

@@ -172,7 +172,7 @@ class PredictorClient:
         )
 
     async def predict(self, features: FloatMatrix) -> Prediction:
-        """Predictions for ``features`` (``[N, 5]``, columns in ``FEATURE_NAMES`` order)."""
+        """Predictions for ``features`` (``[N, N_FEATURES]``, in ``FEATURE_NAMES`` order)."""
         response = await self._infer(self._request(features))
         values = self._values(response)
         if len(values) != len(features):

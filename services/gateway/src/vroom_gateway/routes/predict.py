@@ -72,7 +72,7 @@ def json_response(body: Any) -> Response:
 
 
 async def online_matrix(features: FeatureServiceClient, vehicle_id: int) -> npt.NDArray[np.float32]:
-    """One vehicle's features from the online store as a ``[1, 5]`` row; 404 when the
+    """One vehicle's features from the online store as a ``[1, N_FEATURES]`` row; 404 when the
     store does not hold them (unknown vehicle, or not materialized yet)."""
     online = await features.online([vehicle_id])
     if not online.found:
