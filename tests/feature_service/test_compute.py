@@ -27,7 +27,7 @@ def test_one_vehicle(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     assert response.json() == {
         "feature_names": list(FEATURE_NAMES),
-        "features": [[1.0, 6.0, 0.0, 180.0, 8.85]],
+        "features": [[1.0, 6.0, 0.0, 180.0, 8.85, 1.2034]],  # 52.35 / 43.5 = 1.20345...
     }
 
 

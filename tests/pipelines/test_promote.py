@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 import redis
@@ -12,10 +13,17 @@ from mlflow.tracking import MlflowClient
 from vroom_common import events
 from vroom_common.errors import NotFound
 from vroom_common.events import ModelPromoted, Stream
-from vroom_common.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, TAG_PROMOTION
+from vroom_common.registry import (
+    ALIAS_CANDIDATE,
+    ALIAS_CHAMPION,
+    TAG_PROMOTION,
+    TAG_PROMOTION_REASON,
+)
 from vroom_common.settings import Settings
+from vroom_pipelines.materialize import materialize
 from vroom_pipelines.promote import decide, promote
-from vroom_pipelines.train import register
+from vroom_pipelines.seed import seed_synthetic
+from vroom_pipelines.train import TrainConfig, register, train
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +32,7 @@ pytestmark = pytest.mark.integration
     ("candidate", "champion", "promoted"),
     [(3.5, None, True), (3.3, 3.4, True), (3.4, 3.4, False), (3.5, 3.4, False)],
 )
-def test_decide_promotes_only_a_strictly_better_candidate(
+def test_without_a_comparison_decide_promotes_only_a_strictly_better_logged_score(
     candidate: float, champion: float | None, promoted: bool
 ) -> None:
     assert decide(candidate, champion).promote is promoted
@@ -75,7 +83,9 @@ def test_first_better_and_worse_candidates(
     v3 = candidate_with_score(settings, 3.45)
     worse = promote(settings, rollout=lambda e: rolled_out.append(e.version))
     assert (worse.outcome, worse.champion_version) == ("retained", v2)
-    assert "3.4500 >= champion's 3.4000" in worse.reason
+    # Versions without a loadable model cannot be re-scored: the logged scores decide.
+    assert worse.comparison is None
+    assert "logged cv_mae_mean 3.4500 >= champion's 3.4000 (not re-scored: " in worse.reason
 
     again = promote(settings)  # the same worse candidate: still retained, nothing emitted
     assert again.outcome == "retained"
@@ -157,3 +167,52 @@ def test_under_progressive_delivery_a_better_candidate_starts_a_rollout(
     worse = promote(settings, start_rollout=start)
     assert worse.outcome == "retained"
     assert len(started) == 1
+
+
+def test_promotion_compares_like_with_like_on_todays_data(
+    isolated_settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Real models on a synthetic fleet: a clearly better candidate is promoted; one
+    better only by noise is retained even when its logged score looks better; both
+    figures and the test are logged; ``force`` promotes without comparing."""
+    settings = isolated_settings
+    client = MlflowClient(settings.mlflow_uri)
+    seed_synthetic(settings, 400, seed=8)
+    materialize(settings)
+    small = TrainConfig(n_estimators=30)
+
+    weak = train(settings, replace(small, features=("technology",))).model_version
+    assert promote(settings).outcome == "promoted"  # the first model
+
+    strong = train(settings, small)
+    better = promote(settings)
+    assert (better.outcome, better.champion_version) == ("promoted", strong.model_version)
+    assert better.comparison is not None
+    assert better.comparison.candidate_better
+    assert better.comparison.folds == 5 * settings.promotion_cv_repeats
+    assert better.reason.startswith("better beyond fold noise on the same 15 folds")
+    assert better.previous_champion_version == weak
+
+    noise = train(settings, replace(small, random_state=7))
+    # Its logged score is made to look far better: the comparison does not read it.
+    client.log_metric(noise.run_id, "cv_mae_mean", strong.cv_mae_mean - 1.0)
+    retained = promote(settings)
+    assert (retained.outcome, retained.champion_version) == ("retained", strong.model_version)
+    c = retained.comparison
+    assert c is not None
+    assert not c.candidate_better
+    assert abs(c.mean_difference) < 0.1
+    assert c.p_value >= settings.promotion_alpha
+    assert retained.reason.startswith("not better beyond fold noise")
+    logged = client.get_run(noise.run_id).data.metrics
+    assert logged["promotion_candidate_mae"] == pytest.approx(c.candidate_mae)
+    assert logged["promotion_champion_mae"] == pytest.approx(c.champion_mae)
+    assert logged["promotion_p_value"] == pytest.approx(c.p_value)
+    version = client.get_model_version(settings.model_name, noise.model_version)
+    assert version.tags[TAG_PROMOTION] == "retained"
+    assert version.tags[TAG_PROMOTION_REASON] == retained.reason
+
+    forced = promote(settings, force=True)
+    assert (forced.outcome, forced.champion_version) == ("promoted", noise.model_version)
+    assert forced.comparison is None
+    assert forced.reason.startswith("forced")

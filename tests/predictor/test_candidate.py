@@ -21,14 +21,15 @@ from tests.predictor.faulty import Fault, faulty_model_dir
 from tests.predictor.test_server import grpc_infer
 from vroom_cli.stack.services import log_dir
 from vroom_common.registry import ALIAS_ROLLOUT, candidate_name
-from vroom_features.contract import INPUT_NAME, OUTPUT_NAME
+from vroom_features.contract import INPUT_NAME, N_FEATURES, OUTPUT_NAME
+from vroom_predictor.loading import PROBE_ROW
 
 pytestmark = pytest.mark.integration
 
 #: The load-time probe's row (every model here answers it) and one that differs from it
 #: in ``description`` only (the faulty models answer it with a fault).
-PROBE = [1.0, 4.0, 0.0, 120.0, 5.0]
-OFF_PROBE = [1.0, 4.0, 0.0, 130.0, 5.0]
+PROBE = PROBE_ROW[0].tolist()
+OFF_PROBE = [*PROBE[:3], PROBE[3] + 10, *PROBE[4:]]
 
 
 def names(served: Served) -> tuple[str, str]:
@@ -65,7 +66,9 @@ def metadata(served: Served, name: str) -> httpx.Response:
 
 
 def rest_infer(served: Served, name: str, row: list[float]) -> httpx.Response:
-    body = {"inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [1, 5], "data": row}]}
+    body = {
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [1, N_FEATURES], "data": row}]
+    }
     return httpx.post(f"{served.rest}/v2/models/{name}/infer", json=body, timeout=10)
 
 
@@ -103,7 +106,9 @@ def test_at_start_up_the_candidate_is_registered_quietly_not_ready(served: Serve
     meta = metadata(served, candidate)
     assert meta.status_code == 200, meta.text
     assert meta.json()["versions"] == []
-    assert meta.json()["inputs"] == [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 5]}]
+    assert meta.json()["inputs"] == [
+        {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_FEATURES]}
+    ]
     listed = httpx.get(f"{served.rest}/v2/models", timeout=5).json()["models"]
     assert set(listed) == set(names(served))
 

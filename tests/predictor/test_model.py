@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from kserve import InferInput, InferRequest
 from kserve.errors import InvalidInput, ModelNotReady
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.predictor.conftest import Served
 from tests.predictor.faulty import Fault, faulty_model_dir
-from vroom_features.contract import INPUT_NAME, OUTPUT_NAME
+from vroom_features.contract import INPUT_NAME, N_FEATURES, ONNX_FILE, OUTPUT_NAME
 from vroom_predictor.loading import PROBE_ROW, LoadedModel, ModelLoadError, load_dir
 from vroom_predictor.model import InvalidPrediction, ReservationModel, features_from
 
@@ -52,23 +54,23 @@ class FakeSource:
 
 
 def test_features_from_accepts_the_contract_and_names_each_broken_rule() -> None:
-    good = np.array([[1, 4, 0, 120, 5.0]], dtype=np.float32)
-    assert features_from(request(good)).shape == (1, 5)
+    good = PROBE_ROW.copy()
+    assert features_from(request(good)).shape == (1, N_FEATURES)
     with pytest.raises(InvalidInput, match="exactly one input tensor 'features'"):
         features_from(request(good, name="x"))
     with pytest.raises(InvalidInput, match="datatype must be FP32, got FP64"):
         features_from(request(good.astype(np.float64), dtype="FP64"))
-    with pytest.raises(InvalidInput, match=r"shape must be \[N, 5\]"):
-        features_from(request(good[:, :4]))
+    with pytest.raises(InvalidInput, match=rf"shape must be \[N, {N_FEATURES}\]"):
+        features_from(request(good[:, :-1]))
     with pytest.raises(InvalidInput, match="row 1 has a NaN"):
-        features_from(request(np.vstack([good, [[1, 4, 0, np.nan, 5.0]]]).astype(np.float32)))
+        features_from(request(np.vstack([good, [[1, 4, 0, np.nan, 5.0, 1.1]]]).astype(np.float32)))
 
 
 def test_not_ready_is_model_not_ready_not_a_crash(served: Served) -> None:
     model = ReservationModel("m", FakeSource(served.model_dir, [], fail_with="no champion yet"))
     assert model.load_initial() is False
     with pytest.raises(ModelNotReady, match="no champion yet"):
-        asyncio.run(model.predict(request(np.ones((1, 5), dtype=np.float32))))
+        asyncio.run(model.predict(request(np.ones((1, N_FEATURES), dtype=np.float32))))
 
 
 def test_concurrent_reloads_coalesce_and_swap_once(served: Served) -> None:
@@ -105,7 +107,7 @@ def test_a_failed_reload_keeps_the_previous_model(served: Served) -> None:
     with pytest.raises(ModelLoadError, match="not a loadable"):
         asyncio.run(model.reload())
     assert model.last_error == "model.onnx is not a loadable ONNX model"
-    response = asyncio.run(model.predict(request(np.ones((2, 5), dtype=np.float32))))
+    response = asyncio.run(model.predict(request(np.ones((2, N_FEATURES), dtype=np.float32))))
     assert response.model_version == "1"
     assert response.outputs[0].name == OUTPUT_NAME
 
@@ -120,7 +122,7 @@ def test_requests_in_flight_finish_on_the_model_they_started_with(served: Served
     # The old LoadedModel object is untouched by the swap and still predicts.
     assert before is not None
     assert before.version == "1"
-    assert before.predict(np.ones((1, 5), dtype=np.float32)).shape == (1,)
+    assert before.predict(np.ones((1, N_FEATURES), dtype=np.float32)).shape == (1,)
 
 
 def test_a_model_faulty_off_the_probe_row_passes_the_load_check(tmp_path: Path) -> None:
@@ -159,7 +161,7 @@ def test_unload_drops_the_version_and_a_reload_serves_again(served: Served) -> N
     assert model.current is None
     assert not model.ready
     with pytest.raises(ModelNotReady, match="unloaded"):
-        asyncio.run(model.predict(request(np.ones((1, 5), dtype=np.float32))))
+        asyncio.run(model.predict(request(np.ones((1, N_FEATURES), dtype=np.float32))))
     assert asyncio.run(model.unload()) is None  # unloading twice is harmless
     result = asyncio.run(model.reload())
     assert (result.status, result.previous_version, result.current_version) == (
@@ -199,3 +201,36 @@ def test_an_unload_waits_for_a_reload_in_progress_and_a_reload_behind_it_loads(
     assert model.ready
     assert model.current is not None
     assert model.current.version == "2"
+
+
+def sum_of_columns_model(dst: Path, width: int) -> Path:
+    """A model directory whose graph is ``width`` columns wide and predicts their sum."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", [INPUT_NAME, "axes"], [OUTPUT_NAME], keepdims=0)],
+        f"sum_{width}",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N"])],
+        initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    dst.mkdir(parents=True)
+    onnx.save(model, str(dst / ONNX_FILE))
+    return dst
+
+
+def test_a_model_trained_before_the_feature_list_grew_gets_the_first_columns(
+    tmp_path: Path,
+) -> None:
+    """The list is append-only: a five-wide champion keeps serving six-wide requests."""
+    loaded = load_dir(sum_of_columns_model(tmp_path / "five", N_FEATURES - 1), version="3")
+    rows = np.vstack([PROBE_ROW, PROBE_ROW * 2])
+    assert loaded.width == N_FEATURES - 1
+    np.testing.assert_allclose(loaded.predict(rows), rows[:, :-1].sum(axis=1), rtol=1e-6)
+    full = load_dir(sum_of_columns_model(tmp_path / "six", N_FEATURES), version="4")
+    np.testing.assert_allclose(full.predict(rows), rows.sum(axis=1), rtol=1e-6)
+
+
+def test_a_model_wider_than_the_feature_list_does_not_load(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=rf"input width {N_FEATURES + 1} is not 1..6"):
+        load_dir(sum_of_columns_model(tmp_path / "seven", N_FEATURES + 1), version="5")

@@ -21,16 +21,24 @@ from vroom_cli.stack import down
 from vroom_common import events
 from vroom_common.events import ModelLoaded, Stream
 from vroom_common.settings import Settings
-from vroom_features.contract import INPUT_NAME, ONNX_FILE
+from vroom_features.contract import INPUT_NAME, N_FEATURES, ONNX_FILE
+from vroom_predictor.loading import PROBE_ROW
 
 pytestmark = pytest.mark.integration
 
-ROW = [1.0, 4.0, 0.0, 120.0, 5.0]
+ROW = PROBE_ROW[0].tolist()
 
 
 def body(rows: int = 1) -> dict[str, object]:
     return {
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [rows, 5], "data": ROW * rows}]
+        "inputs": [
+            {
+                "name": INPUT_NAME,
+                "datatype": "FP32",
+                "shape": [rows, N_FEATURES],
+                "data": ROW * rows,
+            }
+        ]
     }
 
 

@@ -18,7 +18,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceSt
 from tests.conftest import Champion
 from tests.predictor.conftest import Served
 from vroom_features import FEATURE_NAMES
-from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, OUTPUT_NAME
+from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME, N_FEATURES, OUTPUT_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_rest_inference_reports_version_and_run(
     served: Served, fleet: tuple[np.ndarray, np.ndarray]
 ) -> None:
     x, expected = fleet
-    response = rest_infer(served, tensor([2, 5], x[:2].ravel().tolist()))
+    response = rest_infer(served, tensor([2, N_FEATURES], x[:2].ravel().tolist()))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_version"] == "1"
@@ -94,7 +94,7 @@ def test_metadata_lists_the_tensor_contract_and_the_loaded_version(served: Serve
     meta = httpx.get(f"{served.rest}/v2/models/{served.settings.model_name}", timeout=5).json()
     assert meta["versions"] == ["1"]
     assert meta["platform"] == "onnxruntime_onnx"
-    assert meta["inputs"] == [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 5]}]
+    assert meta["inputs"] == [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 6]}]
     assert meta["outputs"] == [
         {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]},
         # One column per level of INTERVAL_LEVELS.
@@ -104,8 +104,8 @@ def test_metadata_lists_the_tensor_contract_and_the_loaded_version(served: Serve
 
 
 def test_one_inference_answers_the_point_and_the_bounds(served: Served) -> None:
-    rows = [[1.0, 5.0, 0.0, 7.0, 8.85], [0.0, 12.0, 1.0, 250.0, -20.0]]
-    body = {"inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [2, 5], "data": rows}]}
+    rows = [[1.0, 5.0, 0.0, 7.0, 8.85, 1.15], [0.0, 12.0, 1.0, 250.0, -20.0, 0.75]]
+    body = {"inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [2, 6], "data": rows}]}
     answer = httpx.post(
         f"{served.rest}/v2/models/{served.settings.model_name}/infer", json=body, timeout=5
     ).json()
@@ -125,14 +125,15 @@ def test_one_inference_answers_the_point_and_the_bounds(served: Served) -> None:
     ("body", "message"),
     [
         (
-            tensor([1, 5], [1, 4, 0, 10, 2.5], name="x"),
+            tensor([1, 6], [1, 4, 0, 10, 2.5, 1.05], name="x"),
             "expected exactly one input tensor 'features'",
         ),
-        (tensor([1, 5], [1, 4, 0, 10, 2.5], dtype="FP64"), "datatype must be FP32, got FP64"),
-        (tensor([1, 4], [1, 4, 0, 10]), "shape must be [N, 5]"),
-        (tensor([5], [1, 4, 0, 10, 2.5]), "shape must be [N, 5]"),
-        (tensor([2, 5], [1, 4, 0, 10, 2.5]), "data does not fill shape [2, 5]"),
-        (tensor([1, 5], [1, 4, 0, 10, "NaN"]), "row 0 has a NaN or infinite value"),
+        (tensor([1, 6], [1, 4, 0, 10, 2.5, 1.05], dtype="FP64"), "datatype must be FP32, got FP64"),
+        # A five-wide row (the first model's features) is not the contract any more.
+        (tensor([1, 5], [1, 4, 0, 10, 2.5]), "shape must be [N, 6]"),
+        (tensor([6], [1, 4, 0, 10, 2.5, 1.05]), "shape must be [N, 6]"),
+        (tensor([2, 6], [1, 4, 0, 10, 2.5, 1.05]), "data does not fill shape [2, 6]"),
+        (tensor([1, 6], [1, 4, 0, 10, 2.5, "NaN"]), "row 0 has a NaN or infinite value"),
     ],
 )
 def test_bad_tensors_get_400_naming_the_problem(
@@ -146,8 +147,8 @@ def test_bad_tensors_get_400_naming_the_problem(
 @pytest.mark.parametrize(
     ("features", "message"),
     [
-        (np.ones((1, 4), dtype=np.float32), "shape must be [N, 5]"),
-        (np.array([[1, 4, 0, 10, np.inf]], dtype=np.float32), "row 0 has a NaN or infinite value"),
+        (np.ones((1, 5), dtype=np.float32), "shape must be [N, 6]"),
+        (np.array([[1, 4, 0, 10, 2.5, np.inf]], dtype=np.float32), "row 0 has a NaN or infinite"),
     ],
 )
 def test_bad_tensors_get_invalid_argument_over_grpc(
