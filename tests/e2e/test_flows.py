@@ -3,18 +3,26 @@ training run that promotes a new model while traffic flows."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
+import cloudpickle
 import httpx
+import mlflow
+import pandas as pd
 import pytest
+from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
+from sklearn.dummy import DummyRegressor
 
 from tests.e2e.conftest import Listener, Stack
 from tests.e2e.test_api import VEHICLE
 from vroom_common.events import DAG_PIPELINE
-from vroom_common.registry import ALIAS_CHAMPION
+from vroom_common.registry import ALIAS_CHAMPION, MODEL_ARTIFACT_PATH
+from vroom_common.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -104,15 +112,32 @@ def _traffic(url: str, stop: threading.Event, outcomes: Counter[str], versions: 
                 versions.add(response.json()["model_version"])
 
 
+def weaken_champion_procedure(settings: Settings) -> None:
+    """Make the champion beatable where a promotion looks: its logged sklearn model,
+    which the promotion refits on today's data, becomes a median predictor on the same
+    features. What serves (its ONNX graph) is untouched."""
+    client = MlflowClient(settings.mlflow_uri)
+    champion = client.get_model_version_by_alias(settings.model_name, ALIAS_CHAMPION)
+    uri = client.get_model_version_download_uri(settings.model_name, str(champion.version))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(
+            download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=client.tracking_uri)
+        )
+        model = mlflow.sklearn.load_model(str(local))
+        columns = pd.DataFrame([[0.0] * len(model.features)], columns=list(model.features))
+        median = DummyRegressor(strategy="median").fit(columns, [0.0])
+        (local / "model.pkl").write_bytes(cloudpickle.dumps(median))
+        client.log_artifact(str(champion.run_id), str(local / "model.pkl"), MODEL_ARTIFACT_PATH)
+
+
 def test_train_promotes_and_rolls_out_under_traffic(api: httpx.Client, stack: Stack) -> None:
     """/train runs the pipeline in the background; the new candidate beats a champion
-    whose score we made worse, so a progressive rollout takes it through shadow and
+    whose procedure we made worse, so a progressive rollout takes it through shadow and
     canary to champion while four clients keep predicting: no request fails, and
     clients see the new version."""
     settings = stack.settings
+    weaken_champion_procedure(settings)
     mlflow = MlflowClient(settings.mlflow_uri)
-    champion = mlflow.get_model_version_by_alias(settings.model_name, ALIAS_CHAMPION)
-    mlflow.log_metric(str(champion.run_id), "cv_mae_mean", 99.0)  # make it beatable
 
     stop = threading.Event()
     outcomes: Counter[str] = Counter()

@@ -8,6 +8,7 @@ controller on its next tick.
 
 from __future__ import annotations
 
+import importlib
 from typing import Final
 
 from mlflow.exceptions import MlflowException
@@ -36,6 +37,11 @@ class RolloutRegistry:
         self.settings = settings
         self.name = settings.model_name
         self.client = MlflowClient(settings.mlflow_uri)
+        # MLflow loads its request-header plugins on a process's first request; Feast
+        # registers one, so that request would import all of Feast: seconds of CPU, and
+        # 15 s on a loaded machine, longer than a rollout request waits for its answer.
+        # Paid here, when the controller starts, instead.
+        importlib.import_module("mlflow.tracking.request_header.registry")
 
     def _unavailable(self, exc: MlflowException) -> DependencyUnavailable:
         return DependencyUnavailable("mlflow", f"{self.settings.mlflow_uri}: {exc.message}")
