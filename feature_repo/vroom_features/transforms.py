@@ -33,6 +33,10 @@ TIMESTAMP_FIELD: Final = "event_timestamp"
 PRICE_DIFF_DECIMALS: Final = 2
 #: Decimals kept in ``price_ratio``, for the same reason.
 PRICE_RATIO_DECIMALS: Final = 4
+#: Largest ``price_ratio``: valid prices are any positive number, and a tiny
+#: recommended price would otherwise give an infinite ratio, which no store or tensor
+#: carries. Real ratios are 0.8 to 2.
+PRICE_RATIO_MAX: Final = 1e4
 
 
 def _raw(column: str) -> Callable[[Any], Any]:
@@ -46,9 +50,11 @@ def price_diff(raw: Any) -> Any:
 
 
 def price_ratio(raw: Any) -> Any:
-    """``actual_price / recommended_price`` to 4 decimals (scalar or column): how far a
-    host prices above the platform's advice, the strongest single signal."""
-    return np.round(raw["actual_price"] / raw["recommended_price"], PRICE_RATIO_DECIMALS)
+    """``actual_price / recommended_price`` to 4 decimals, at most ``PRICE_RATIO_MAX``
+    (scalar or column): how far a host prices above the platform's advice, the
+    strongest single signal."""
+    ratio = np.minimum(raw["actual_price"] / raw["recommended_price"], PRICE_RATIO_MAX)
+    return np.round(ratio, PRICE_RATIO_DECIMALS)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from tests.e2e.conftest import Stack
 from tests.realdata import REAL_DATA_DIR
 from vroom_cli.bench import SAMPLE_VEHICLE
 from vroom_common.schemas import RAW_ATTRIBUTES
+from vroom_pipelines.train import MODEL_FEATURES
 
 pytestmark = pytest.mark.integration
 
@@ -122,11 +123,13 @@ def test_stores_and_model(api: httpx.Client, stack: Stack) -> None:
         "street_parked",
         "description",
         "price_diff",
+        "price_ratio",
     ]
     model = api.get("/model").json()
     assert model["version"] == stack.champion_version
     assert model["metrics"]["cv_mae_mean"] > 0
-    assert set(model["feature_importances"]) == set(stores["feature_view"]["features"])
+    # The model uses four of the six features (docs/model.md).
+    assert set(model["feature_importances"]) == set(MODEL_FEATURES)
 
 
 def test_reload_of_the_serving_champion_is_unchanged(api: httpx.Client, stack: Stack) -> None:

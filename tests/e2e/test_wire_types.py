@@ -99,6 +99,7 @@ def test_vehicles_and_features(api: httpx.Client) -> None:
         "street_parked": INTEGER + NULL,
         "description": INTEGER + NULL,
         "price_diff": NUMBER + NULL,
+        "price_ratio": NUMBER + NULL,
         "materialized": BOOLEAN,
         "store": STRING,
     }

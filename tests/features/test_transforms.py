@@ -68,6 +68,16 @@ def test_price_ratio_is_actual_over_recommended_to_four_decimals() -> None:
     assert np.array_equal(np.round(ratio.astype(np.float32).astype(np.float64), 4), ratio)
 
 
+def test_price_ratio_stays_finite_for_any_valid_prices() -> None:
+    """Prices are any positive number: a denormal recommended price must not give an
+    infinite feature (a JSON null, a rejected tensor) on either path."""
+    extreme = RAW.assign(actual_price=[1e6, 1e-300, 50.0], recommended_price=[5e-324, 1e6, 1e-9])
+    ratio = compute_features(extreme)["price_ratio"].tolist()
+    assert ratio == [1e4, 0.0, 1e4]
+    rows = [feature_row({**r, "source": "csv"}) for r in extreme.to_dict("records")]
+    assert [row[-1] for row in rows] == ratio
+
+
 def test_single_row_path_equals_the_frame_path() -> None:
     frame = compute_features(RAW).to_numpy(dtype=float)
     rows = np.array([feature_row({**r, "source": "csv"}) for r in RAW.to_dict("records")])

@@ -16,9 +16,9 @@ from vroom_cli.stack import down
 from vroom_common.events import ModelLoaded
 from vroom_common.registry import ALIAS_CHAMPION
 from vroom_common.settings import Settings
-from vroom_features import FEATURE_NAMES
 from vroom_gateway.app import create_app
 from vroom_gateway.routes.events import health_changed
+from vroom_pipelines.train import MODEL_FEATURES
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def test_model_reports_the_champion(champion: Champion) -> None:
     assert body["run_id"] == version.run_id
     assert body["trained_at"]
     assert "cv_mae_mean" in body["metrics"]
-    assert set(body["feature_importances"]) == set(FEATURE_NAMES)
+    assert set(body["feature_importances"]) == set(MODEL_FEATURES)
     assert sum(body["feature_importances"].values()) == pytest.approx(1.0)
 
 

@@ -12,15 +12,12 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from sklearn.base import clone
-from sklearn.ensemble import ExtraTreesRegressor
 
 from tests.rollout import candidates
 from vroom_features import FEATURE_NAMES, compute_features
 from vroom_features.contract import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, REGISTRATION_FILE
-from vroom_pipelines.intervals import fit_interval_model
 from vroom_pipelines.synthetic import generate_fleet
-from vroom_pipelines.train import TrainConfig, export_onnx, save_model_dir
+from vroom_pipelines.train import TrainConfig, export_onnx, fit_model, save_model_dir
 from vroom_predictor.loading import PROBE_ROW, LoadedModel, ModelLoadError, load_dir
 
 #: Timed single-row calls per model in the latency comparison.
@@ -44,8 +41,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     y = counts.reindex(raw.index, fill_value=0).astype("float64")
     x = compute_features(raw)[list(FEATURE_NAMES)]
     config = TrainConfig(n_estimators=20, min_samples_leaf=15)
-    best: ExtraTreesRegressor = config.estimator().fit(x, y).best_estimator_
-    model = fit_interval_model(lambda: clone(best), x, y.to_numpy(), point=best)
+    model = fit_model(config, x, y.to_numpy())
     proto, _diff = export_onnx(model, x)
     model_dir = tmp_path_factory.mktemp("source") / "model"
     save_model_dir(model_dir, model, proto, x)
