@@ -168,11 +168,12 @@ class Settings(BaseSettings):
         "and candidate side by side.",
     )
     promotion_alpha: float = Field(
-        default=0.05,
+        default=0.1,
         gt=0,
         lt=1,
         description="A candidate is promoted only if its paired per-fold MAE advantage has a "
-        "one-sided corrected t-test p-value below this.",
+        "one-sided corrected t-test p-value below this (a progressive rollout then tests "
+        "it on live traffic too).",
     )
 
     # --- data ----------------------------------------------------------------------------
