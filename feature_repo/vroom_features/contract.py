@@ -23,6 +23,20 @@ OUTPUT_NAME: Final = "predicted_reservations"
 OUTPUT_DATATYPE: Final = "FP32"
 #: Width of the input tensor.
 N_FEATURES: Final = len(FEATURE_NAMES)
+
+
+def first_features(width: object) -> tuple[str, ...]:
+    """The features a model of input ``width`` takes when it names none: the first ones
+    (the list is append-only).
+
+    Raises:
+        ValueError: ``width`` is not a whole number of 1 to ``N_FEATURES`` features.
+    """
+    if not isinstance(width, int) or not 1 <= width <= N_FEATURES:
+        raise ValueError(f"input width {width!r} is not 1..{N_FEATURES} features")
+    return FEATURE_NAMES[:width]
+
+
 #: File name of the ONNX export inside a logged model's directory.
 ONNX_FILE: Final = "model.onnx"
 #: File written next to the model after registration: ``{"model_name", "version"}``.

@@ -27,6 +27,7 @@ from sklearn.model_selection import RepeatedKFold
 
 from vroom_common.errors import PipelineFailed
 from vroom_features import FEATURE_NAMES
+from vroom_features.contract import first_features
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,15 @@ def procedure_of(model: Any) -> Procedure:
     """
     point = getattr(model, "point", model)
     names = getattr(point, "feature_names_in_", None)
-    width = getattr(point, "n_features_in_", None)
     if names is not None:
         features = tuple(str(name) for name in names)
-    elif isinstance(width, int) and 1 <= width <= len(FEATURE_NAMES):
-        features = FEATURE_NAMES[:width]  # fit on an array: the first features, in order
-    else:
-        raise PipelineFailed(f"{type(point).__name__} is not a fitted regressor of ours")
+    else:  # fit on an array: the first features, in order
+        try:
+            features = first_features(getattr(point, "n_features_in_", None))
+        except ValueError as exc:
+            raise PipelineFailed(
+                f"{type(point).__name__} is not a fitted regressor of ours: {exc}"
+            ) from exc
     unknown = [name for name in features if name not in FEATURE_NAMES]
     if unknown:
         raise PipelineFailed(f"the model takes feature(s) {unknown} the feature list lacks")

@@ -136,7 +136,8 @@ class IntervalForecaster(BaseEstimator, RegressorMixin):  # type: ignore[misc]
 
     def predict_interval(self, x: pd.DataFrame) -> tuple[Array, Array]:
         columns = x[list(self.features)]
-        return bounds(self.predict(columns), self.scale.predict(columns), self.calibration)
+        point = np.asarray(self.point.predict(columns), dtype=np.float64)
+        return bounds(point, self.scale.predict(columns), self.calibration)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from vroom_features.contract import (
     ONNX_FILE,
     OUTPUT_NAME,
     REGISTRATION_FILE,
+    first_features,
 )
 from vroom_features.transforms import feature_row
 
@@ -78,10 +79,7 @@ class LoadedModel:
     def width(self) -> int:
         """Columns the graph takes: ``N_FEATURES``, or fewer for a model trained before
         the feature list grew (it gets the first ones). Read once per loaded model."""
-        width = self.session.get_inputs()[0].shape[-1]
-        if not isinstance(width, int) or not 1 <= width <= N_FEATURES:
-            raise ValueError(f"input width {width!r} is not 1..{N_FEATURES} features")
-        return width
+        return len(first_features(self.session.get_inputs()[0].shape[-1]))
 
     def _feed(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's input from the ``[N, N_FEATURES]`` request tensor."""
