@@ -1,6 +1,6 @@
 """The one feature definition of vroom-forecast.
 
-``transforms`` computes features from raw attributes with pandas only (so the
+``transforms`` computes features from raw attributes with numpy and pandas only (so the
 predictor and training code can use it without Feast); ``definitions`` declares the
 Feast objects (entity, sources, feature view) built from the same feature list;
 ``store`` opens a Feast ``FeatureStore`` configured from the project's settings.
@@ -14,6 +14,7 @@ from vroom_features.transforms import (
     TIMESTAMP_FIELD,
     Feature,
     compute_features,
+    feature_matrix,
     feature_row,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "TIMESTAMP_FIELD",
     "Feature",
     "compute_features",
+    "feature_matrix",
     "feature_row",
 ]

@@ -32,10 +32,10 @@ def redis_connection_string(settings: Settings) -> str:
     return conn
 
 
-def feast_config(settings: Settings) -> RepoConfig:
-    """The repo's ``feature_store.yaml`` with paths and connections from ``settings``."""
-    repo = settings.feast_repo
-    raw: dict[str, Any] = yaml.safe_load((repo / "feature_store.yaml").read_text())
+def feast_yaml(settings: Settings) -> dict[str, Any]:
+    """The repo's ``feature_store.yaml`` with paths and connections from ``settings`` (the
+    content of a ``feature_store.yaml`` for Feast's own tools, e.g. ``feast serve``)."""
+    raw: dict[str, Any] = yaml.safe_load((settings.feast_repo / "feature_store.yaml").read_text())
     registry = raw.get("registry", {})
     if isinstance(registry, str):
         registry = {"path": registry}
@@ -45,9 +45,14 @@ def feast_config(settings: Settings) -> RepoConfig:
         **raw.get("online_store", {}),
         "connection_string": redis_connection_string(settings),
     }
+    return raw
+
+
+def feast_config(settings: Settings) -> RepoConfig:
+    """:func:`feast_yaml` as Feast's config object."""
     settings.feast_registry_path.parent.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(**raw)
-    config.repo_path = repo
+    config = RepoConfig(**feast_yaml(settings))
+    config.repo_path = settings.feast_repo
     return config
 
 

@@ -111,6 +111,18 @@ def compute_features(raw: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def feature_matrix(raw: Mapping[str, Any]) -> np.ndarray:
+    """Features of many vehicles from raw attribute columns, ``[N, len(FEATURES)]``
+    float64 in :data:`FEATURE_NAMES` order (the logic of :func:`compute_features`,
+    on numpy columns: no frame to build, so cheap at any size).
+
+    Args:
+        raw: Each raw attribute name -> a sequence of N values (other keys ignored).
+    """
+    columns = {k: np.asarray(raw[k], dtype=np.float64) for k in RAW_ATTRIBUTES}
+    return np.column_stack([np.asarray(f.compute(columns), dtype=np.float64) for f in FEATURES])
+
+
 def feature_row(raw: Mapping[str, float | int]) -> list[float]:
     """One vehicle's feature vector, in model order (the logic of :func:`compute_features`)."""
     scalars = {k: float(raw[k]) for k in RAW_ATTRIBUTES}  # other keys are ignored

@@ -4,7 +4,15 @@ Brings the local stack up with a champion (what ``vroom run`` does) unless ``--u
 names a gateway that already runs, then drives five scenarios with ``hey``:
 ``POST /predict`` and ``POST /predict/id`` at concurrency 1 and 16, and
 ``POST /predict/batch`` with 1,000 vehicles at concurrency 1. Each scenario gets a
-short warm-up that is not counted.
+short warm-up that is not counted. On the local stack it then compares our online
+lookup (the feature service's ``POST /v1/features/online``) with Feast's own feature
+server (``feast serve``, started on the same Redis and feature view) at both
+concurrencies.
+
+Beside the latencies, for every gateway scenario: the mean time of each stage of a
+prediction (from the gateway's ``vroom_gateway_stage_seconds``, see
+:mod:`vroom_cli.bench_probe`) and, on the local stack, each service's CPU
+milliseconds per request and resident memory at idle and at its peak under load.
 
 Figures come from hey's per-request CSV (``-o csv``), computed here: latency
 percentiles of the successful (2xx) requests, throughput as responses received over
@@ -12,7 +20,7 @@ the run's wall time, and errors as non-2xx responses plus requests that never go
 response (hey leaves transport errors out of its CSV, so they are the requests sent
 minus the rows). hey writes times in seconds with four decimals: a 0.1 ms resolution.
 
-Targets (issue 5, on a 2-core machine) are shown next to the figures; a missed target
+Targets (issue 13, on a 2-core machine) are shown next to the figures; a missed target
 never fails the command. Exit 1 only when the load generator or the gateway cannot run.
 """
 
@@ -25,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,9 +51,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from vroom_cli.bench_probe import (
+    FeastPeer,
+    ProcessProbe,
+    Sums,
+    cpu_ms_per_request,
+    feast_request,
+    feast_values,
+    scrape,
+    stage_means,
+)
 from vroom_cli.run import ensure_champion, gateway_url
+from vroom_cli.stack.control import status as stack_status
 from vroom_common.schemas import MAX_BATCH_VEHICLES, RAW_ATTRIBUTES
-from vroom_common.settings import get_settings
+from vroom_common.settings import Settings, get_settings
 from vroom_pipelines.cli import exit_on_error
 
 #: The Debian package (and binary) of the load generator.
@@ -204,10 +224,15 @@ class Target:
         return self.check(stats)
 
 
-def _p50_at_most(limit_ms: float) -> Target:
+def _latency_at_most(p50_ms: float, p99_ms: float) -> Target:
     return Target(
-        f"p50 <= {limit_ms:g} ms",
-        lambda stats: stats.p50_ms is not None and stats.p50_ms <= limit_ms,
+        f"p50 <= {p50_ms:g}, p99 <= {p99_ms:g} ms",
+        lambda stats: (
+            stats.p50_ms is not None
+            and stats.p50_ms <= p50_ms
+            and stats.p99_ms is not None
+            and stats.p99_ms <= p99_ms
+        ),
     )
 
 
@@ -221,6 +246,12 @@ def _throughput_at_least(rps: float) -> Target:
 # --- scenarios ---------------------------------------------------------------------------
 
 
+#: The servers a scenario can drive (``server`` of :class:`Scenario`).
+GATEWAY: Final = "gateway"
+FEATURES: Final = "features"
+FEAST: Final = "feast serve"
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -230,6 +261,7 @@ class Scenario:
     requests: int
     warmup: int
     target: Target | None = None
+    server: str = GATEWAY
 
     @property
     def sent(self) -> int:
@@ -242,11 +274,18 @@ class Result:
     scenario: Scenario
     stats: Stats
     target_met: bool | None = None
+    #: Mean ms per request of each gateway stage (gateway scenarios).
+    stages_ms: dict[str, float] | None = None
+    #: CPU ms per request of each local process.
+    cpu_ms: dict[str, float] | None = None
+    #: Peak resident memory of each local process during the run (MiB).
+    rss_peak_mb: dict[str, float] | None = None
 
     def as_json(self) -> dict[str, Any]:
         target = self.scenario.target
         return {
             "name": self.scenario.name,
+            "server": self.scenario.server,
             "method": "POST",
             "path": self.scenario.path,
             "concurrency": self.scenario.concurrency,
@@ -255,6 +294,9 @@ class Result:
             **asdict(self.stats),
             "target": target.text if target else None,
             "target_met": self.target_met,
+            "stages_ms": self.stages_ms,
+            "cpu_ms_per_request": self.cpu_ms,
+            "rss_peak_mb": self.rss_peak_mb,
         }
 
 
@@ -304,7 +346,7 @@ def make_scenarios(
     by_id = json.dumps({"vehicle_id": vehicle_id})
     many = json.dumps(batch)
     return [
-        Scenario("/predict c=1", "/predict", one, 1, requests, warmup, _p50_at_most(3)),
+        Scenario("/predict c=1", "/predict", one, 1, requests, warmup, _latency_at_most(1.2, 3)),
         Scenario(
             f"/predict c={concurrency}",
             "/predict",
@@ -312,9 +354,11 @@ def make_scenarios(
             concurrency,
             requests,
             warmup,
-            _throughput_at_least(500),
+            _throughput_at_least(2000),
         ),
-        Scenario("/predict/id c=1", "/predict/id", by_id, 1, requests, warmup),
+        Scenario(
+            "/predict/id c=1", "/predict/id", by_id, 1, requests, warmup, _latency_at_most(1.5, 4)
+        ),
         Scenario(
             f"/predict/id c={concurrency}",
             "/predict/id",
@@ -322,7 +366,7 @@ def make_scenarios(
             concurrency,
             requests,
             warmup,
-            _throughput_at_least(500),
+            _throughput_at_least(1500),
         ),
         Scenario(
             f"/predict/batch {len(batch)} c=1",
@@ -331,8 +375,25 @@ def make_scenarios(
             1,
             batch_requests,
             min(warmup, max(1, warmup // 10)),
-            _p50_at_most(50) if len(batch) == MAX_BATCH_VEHICLES else None,
+            _latency_at_most(12, 30) if len(batch) == MAX_BATCH_VEHICLES else None,
         ),
+    ]
+
+
+def peer_scenarios(
+    *, vehicle_id: int, requests: int, concurrency: int, warmup: int
+) -> list[Scenario]:
+    """One vehicle's online features: from our feature service and from ``feast serve``,
+    at concurrency 1 and ``concurrency``."""
+    ours = json.dumps({"vehicle_ids": [vehicle_id]})
+    theirs = json.dumps(feast_request(vehicle_id))
+    return [
+        Scenario(f"online lookup c={c} · {label}", path, body, c, requests, warmup, server=server)
+        for c in (1, concurrency)
+        for label, path, body, server in (
+            ("ours", "/v1/features/online", ours, FEATURES),
+            ("feast serve", "/get-online-features", theirs, FEAST),
+        )
     ]
 
 
@@ -410,7 +471,17 @@ def run_hey(
     return done.stdout, elapsed
 
 
-def run_scenario(hey: str, base_url: str, scenario: Scenario, workdir: Path) -> Result:
+def run_scenario(
+    hey: str,
+    base_url: str,
+    scenario: Scenario,
+    workdir: Path,
+    *,
+    probe: ProcessProbe | None = None,
+    metrics_url: str | None = None,
+) -> Result:
+    """One scenario: warm-up, then the counted run, with ``probe``'s processes' CPU and
+    peak memory and the stage means from ``metrics_url``'s ``/metrics`` around it."""
     body_file = workdir / f"{scenario.path.strip('/').replace('/', '_')}.json"
     body_file.write_text(scenario.body)
     url = f"{base_url}{scenario.path}"
@@ -418,10 +489,22 @@ def run_scenario(hey: str, base_url: str, scenario: Scenario, workdir: Path) -> 
         run_hey(
             hey, url, body_file, max(scenario.warmup, scenario.concurrency), scenario.concurrency
         )
-    output, elapsed = run_hey(hey, url, body_file, scenario.requests, scenario.concurrency)
+    before: Sums = scrape(metrics_url) if metrics_url else {}
+    cpu_before = probe.cpu_seconds() if probe else {}
+    peaks: dict[str, float] = {}
+    with probe.peak_rss() if probe else contextlib.nullcontext(peaks) as peaks:
+        output, elapsed = run_hey(hey, url, body_file, scenario.requests, scenario.concurrency)
+    cpu_after = probe.cpu_seconds() if probe else {}
     stats = compute_stats(parse_hey_csv(output), scenario.sent, elapsed)
     met = scenario.target.met(stats) if scenario.target else None
-    return Result(scenario, stats, met)
+    return Result(
+        scenario,
+        stats,
+        met,
+        stages_ms=stage_means(before, scrape(metrics_url), scenario.path) if metrics_url else None,
+        cpu_ms=cpu_ms_per_request(cpu_before, cpu_after, stats.responses) if probe else None,
+        rss_peak_mb=dict(peaks) or None,
+    )
 
 
 def check_gateway(url: str) -> dict[str, Any]:
@@ -453,7 +536,7 @@ def results_table(results: Sequence[Result], url: str) -> Table:
         box=box.SIMPLE_HEAD,
     )
     table.add_column("scenario", no_wrap=True)
-    for column in ("requests", "errors", "p50", "p95", "p99", "req/s"):
+    for column in ("requests", "errors", "p50", "p95", "p99", "max", "req/s"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("target", no_wrap=True)
     for result in results:
@@ -473,14 +556,93 @@ def results_table(results: Sequence[Result], url: str) -> Table:
             _ms(stats.p50_ms),
             _ms(stats.p95_ms),
             _ms(stats.p99_ms),
+            _ms(stats.max_ms),
             f"{stats.throughput_rps:.0f}",
             verdict,
         )
     return table
 
 
+def _ms3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def stages_table(results: Sequence[Result]) -> Table | None:
+    """Mean ms per request of each gateway stage, the rest of the gateway's handling
+    (``other``: middleware, routing, writing), its whole handling (``server``) and the
+    client's view (hey's mean); ``None`` when the gateway exports no stages."""
+    shown = [r for r in results if r.stages_ms]
+    if not shown:
+        return None
+    table = Table(
+        title="where the time goes · mean ms per request (the gateway's clock; client: hey's)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("scenario", no_wrap=True)
+    columns = ("parse", "features", "inference", "serialize", "other", "server")
+    for column in (*columns, "client"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for result in shown:
+        stages = result.stages_ms or {}
+        table.add_row(
+            result.scenario.name,
+            *(_ms3(stages.get(column)) for column in columns),
+            _ms3(result.stats.mean_ms),
+        )
+    return table
+
+
+def cpu_table(results: Sequence[Result]) -> Table | None:
+    """Each process's CPU ms per request (user + system); ``None`` without probes."""
+    shown = [r for r in results if r.cpu_ms]
+    if not shown:
+        return None
+    processes = list(dict.fromkeys(name for r in shown for name in r.cpu_ms or {}))
+    table = Table(
+        title="CPU ms per request, by process (2 cores: the sum bounds throughput)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("scenario", no_wrap=True)
+    for name in (*processes, "sum"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for result in shown:
+        cpu = result.cpu_ms or {}
+        table.add_row(
+            result.scenario.name,
+            *(_ms3(cpu.get(name)) for name in processes),
+            _ms3(sum(cpu.values())),
+        )
+    return table
+
+
+def memory_table(idle: dict[str, float], results: Sequence[Result]) -> Table | None:
+    """Each process's resident memory at idle and its peak under load (MiB)."""
+    peaks: dict[str, float] = {}
+    for result in results:
+        for name, size in (result.rss_peak_mb or {}).items():
+            peaks[name] = max(peaks.get(name, 0.0), size)
+    if not idle and not peaks:
+        return None
+    table = Table(title="resident memory · MiB", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("process", "idle", "peak under load"):
+        table.add_column(column, justify="right" if column != "process" else "left")
+    for name in dict.fromkeys([*idle, *peaks]):
+        table.add_row(
+            name,
+            f"{idle[name]:.0f}" if name in idle else "-",
+            f"{peaks[name]:.0f}" if name in peaks else "-",
+        )
+    return table
+
+
 def report(
-    results: Sequence[Result], url: str, health: dict[str, Any], load_before: float
+    results: Sequence[Result],
+    url: str,
+    health: dict[str, Any],
+    load_before: float,
+    idle_rss_mb: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     return {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -491,6 +653,7 @@ def report(
         # Other work on the machine skews the figures: the 1-minute load before the run.
         "load_average_1m_before": round(load_before, 2),
         "model_version": health.get("model_version"),
+        "idle_rss_mb": idle_rss_mb or None,
         "scenarios": [result.as_json() for result in results],
     }
 
@@ -547,9 +710,17 @@ def bench_command(
     install: Annotated[
         bool, typer.Option(help="apt-get install hey when it is missing (as root).")
     ] = True,
+    peer: Annotated[
+        bool,
+        typer.Option(
+            help="On the local stack, compare our online lookup with `feast serve` on the "
+            "same Redis and feature view."
+        ),
+    ] = True,
 ) -> None:
     """Load-test the gateway with hey: /predict and /predict/id at concurrency 1 and 16,
-    /predict/batch with 1,000 vehicles; p50/p95/p99, throughput and errors vs the targets."""
+    /predict/batch with 1,000 vehicles; p50/p95/p99/max, throughput and errors vs the
+    targets, where the time goes, CPU and memory per service, Feast's server as a peer."""
     if requests < concurrency:
         raise typer.BadParameter(
             f"--requests ({requests}) must be at least --concurrency ({concurrency})"
@@ -563,6 +734,7 @@ def bench_command(
     try:
         with _stdout_to_stderr(to_stdout), exit_on_error():
             hey = ensure_hey(install)
+            local = url is None
             if url is None:
                 ensure_champion(settings, data_dir)
                 url = gateway_url(settings)
@@ -578,6 +750,8 @@ def bench_command(
                 concurrency=concurrency,
                 warmup=warmup,
             )
+            probe = ProcessProbe(local_pids(settings)) if local else None
+            idle = probe.rss_mb() if probe else {}
             load_before = os.getloadavg()[0]
             results = []
             with tempfile.TemporaryDirectory(prefix="vroom-bench-") as workdir:
@@ -586,13 +760,32 @@ def bench_command(
                         f"[dim]{scenario.name}: {scenario.sent} requests "
                         f"(+{scenario.warmup} warm-up)[/dim]"
                     )
-                    results.append(run_scenario(hey, base_url, scenario, Path(workdir)))
+                    result = run_scenario(
+                        hey, base_url, scenario, Path(workdir), probe=probe, metrics_url=base_url
+                    )
+                    results.append(result)
+                if local and peer:
+                    console.print("[dim]starting feast serve as the online-lookup peer[/dim]")
+                    results += run_peer(
+                        hey,
+                        settings,
+                        Path(workdir),
+                        vehicle_id=vehicle_id,
+                        requests=requests,
+                        concurrency=concurrency,
+                        warmup=warmup,
+                        idle=idle,
+                        console=console,
+                    )
     except BenchError as exc:
         err.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
         raise typer.Exit(1) from exc
 
     console.print(results_table(results, base_url))
-    document = report(results, base_url, health, load_before)
+    for extra in (stages_table(results), cpu_table(results), memory_table(idle, results)):
+        if extra is not None:
+            console.print(extra)
+    document = report(results, base_url, health, load_before, idle)
     text = json.dumps(document, indent=2)
     if to_stdout:
         sys.stdout.write(text + "\n")
@@ -602,6 +795,74 @@ def bench_command(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
     console.print(f"results: {path}")
+
+
+#: The local services whose processes are probed, by their stack names.
+PROBED_SERVICES: Final = ("gateway", "features", "predictor", "redis")
+
+
+def local_pids(settings: Settings) -> dict[str, int]:
+    """Pids of the local stack's request-path services that run."""
+    stack = stack_status(settings, PROBED_SERVICES)
+    return {name: pid for name in PROBED_SERVICES if (pid := stack.service(name).pid) is not None}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def run_peer(
+    hey: str,
+    settings: Settings,
+    workdir: Path,
+    *,
+    vehicle_id: int,
+    requests: int,
+    concurrency: int,
+    warmup: int,
+    idle: dict[str, float],
+    console: Console,
+) -> list[Result]:
+    """Our online lookup and ``feast serve``'s, for the same vehicle, turn by turn; first
+    checks that both answer the same features.
+
+    Raises:
+        BenchError: Feast's server does not start, or the two answers differ.
+    """
+    feast = FeastPeer(settings, free_port())
+    ours_url = settings.feature_service_url.rstrip("/")
+    try:
+        feast.start()
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from exc
+    try:
+        ours = httpx.post(
+            f"{ours_url}/v1/features/online", json={"vehicle_ids": [vehicle_id]}, timeout=10
+        ).json()["found"][0]
+        theirs = feast_values(
+            httpx.post(f"{feast.url}/get-online-features", json=feast_request(vehicle_id)).json()
+        )
+        differ = {k: (ours[k], v) for k, v in theirs.items() if k in ours and ours[k] != v}
+        if differ or not theirs:
+            raise BenchError(f"feast serve and our feature service disagree: {differ}")
+        pids = {**local_pids(settings), **feast.pids}
+        probe = ProcessProbe(
+            {k: v for k, v in pids.items() if k in (FEATURES, "redis") or k.startswith(FEAST)}
+        )
+        idle.update({k: v for k, v in probe.rss_mb().items() if k not in idle})
+        results = []
+        for scenario in peer_scenarios(
+            vehicle_id=vehicle_id, requests=requests, concurrency=concurrency, warmup=warmup
+        ):
+            base = feast.url if scenario.server == FEAST else ours_url
+            console.print(f"[dim]{scenario.name}: {scenario.sent} requests[/dim]")
+            results.append(run_scenario(hey, base, scenario, workdir, probe=probe))
+        return results
+    finally:
+        feast.stop()
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.feature_service.conftest import random_vehicles
-from vroom_feature_service.compute import ROW_PATH_MAX
 from vroom_features import FEATURE_NAMES, compute_features
 
 URL = "/v1/features/compute"
@@ -31,7 +30,7 @@ def test_one_vehicle(client: TestClient) -> None:
     }
 
 
-@pytest.mark.parametrize("n", [1000, ROW_PATH_MAX, ROW_PATH_MAX + 1])
+@pytest.mark.parametrize("n", [1, 2, 257, 1000])
 def test_many_vehicles_equal_the_batch_transform(client: TestClient, n: int) -> None:
     vehicles = random_vehicles(n, seed=n)
 

@@ -1,6 +1,6 @@
 """The one feature definition, proven on the real fleet: features computed on the fly
 from each vehicle's raw attributes equal the features batch materialization wrote to
-the online store, for every vehicle, through both compute paths."""
+the online store, for every vehicle, in one batch and one by one."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_on_the_fly_equals_materialized_for_the_whole_fleet(
     stored = {v["vehicle_id"]: [v[name] for name in FEATURE_NAMES] for v in online["found"]}
     assert computed["feature_names"] == list(FEATURE_NAMES)
     batch = dict(zip(ids, computed["features"], strict=True))
-    assert batch == stored  # the frame path, all 1,000 in one request
+    assert batch == stored  # all 1,000 in one request
 
     one_by_one = {
         vehicle_id: client.post("/v1/features/compute", json={"vehicles": [attributes]}).json()[
@@ -38,4 +38,4 @@ def test_on_the_fly_equals_materialized_for_the_whole_fleet(
         ][0]
         for vehicle_id, attributes in zip(ids, raw, strict=True)
     }
-    assert one_by_one == stored  # the row path, one request per vehicle
+    assert one_by_one == stored  # one request per vehicle

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from vroom_common.settings import Settings
-from vroom_features import FEATURE_NAMES, FEATURES, compute_features, feature_row
+from vroom_features import FEATURE_NAMES, FEATURES, compute_features, feature_matrix, feature_row
 from vroom_features.contract import N_FEATURES
 from vroom_features.definitions import FEATURE_VIEW_NAME, build
 from vroom_features.store import feast_config, redis_connection_string
@@ -82,6 +82,28 @@ def test_single_row_path_equals_the_frame_path() -> None:
     frame = compute_features(RAW).to_numpy(dtype=float)
     rows = np.array([feature_row({**r, "source": "csv"}) for r in RAW.to_dict("records")])
     np.testing.assert_array_equal(rows, frame)
+
+
+@pytest.mark.parametrize("n", [1, 1000])
+def test_column_path_equals_the_frame_path(n: int) -> None:
+    rng = np.random.default_rng(n)
+    raw = pd.DataFrame(
+        {
+            "technology": rng.integers(0, 2, n),
+            "actual_price": np.round(rng.uniform(1, 500, n), 2),
+            "recommended_price": np.round(rng.uniform(1, 500, n), 2),
+            "num_images": rng.integers(0, 30, n),
+            "street_parked": rng.integers(0, 2, n),
+            "description": rng.integers(0, 2000, n),
+        }
+    )
+    columns = {name: raw[name].tolist() for name in raw.columns}  # as a request holds them
+    matrix = feature_matrix(columns)
+    assert matrix.shape == (n, len(FEATURES))
+    assert matrix.dtype == np.float64
+    np.testing.assert_array_equal(matrix, compute_features(raw).to_numpy(dtype=float))
+    extreme = {**columns, "actual_price": [1e6] * n, "recommended_price": [5e-324] * n}
+    assert set(feature_matrix(extreme)[:, -1]) == {1e4}
 
 
 def test_raw_columns_other_than_the_six_are_ignored_and_missing_ones_fail() -> None:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.gateway.conftest import VEHICLE, dead_port, predictor_answer
 from tests.predictor.conftest import Served
+from vroom_cli.bench_probe import STAGES, scrape_text, stage_means
 from vroom_gateway.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -118,3 +119,27 @@ def test_predict_id_must_be_positive(client: TestClient) -> None:
     response = client.post("/predict/id", json={"vehicle_id": 0})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][-1] == "vehicle_id"
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [("/predict", VEHICLE), ("/predict/batch", [VEHICLE] * 3), ("/predict/id", None)],
+)
+def test_each_prediction_times_its_stages(
+    client: TestClient, fleet: list[dict[str, Any]], route: str, body: Any
+) -> None:
+    """Every stage of ``vroom_gateway_stage_seconds`` counts the request once, and the
+    stages add up to no more than the gateway's own clock for it (what ``vroom bench``
+    reads from two scrapes)."""
+    before = scrape_text(client.get("/metrics").text)
+    payload = {"vehicle_id": fleet[0]["vehicle_id"]} if body is None else body
+    assert client.post(route, json=payload).status_code == 200
+    after = scrape_text(client.get("/metrics").text)
+
+    means = stage_means(before, after, route)
+    assert means is not None
+    assert all(means[stage] >= 0 for stage in STAGES)
+    assert means["features"] > 0
+    assert means["inference"] > 0
+    assert sum(means[stage] for stage in STAGES) <= means["server"]
+    assert means["other"] >= 0

@@ -9,7 +9,9 @@ errors. Services install it with :func:`install_error_handler`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import gc
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import structlog
 import uvicorn
@@ -103,9 +105,38 @@ def server_config(app: Starlette, settings: Settings, port: int) -> uvicorn.Conf
     )
 
 
+def freeze_heap() -> None:
+    """Collect, then move every object alive to the permanent generation.
+
+    A service's start-up heap (Feast, pandas, MLflow, KServe ... modules and what the
+    lifespan opened) lives until the process ends, yet every full collection walked it
+    again: 120-160 ms on the development machine, a pause on whichever requests were
+    in flight, and the cause of a p99 ten times the median. Frozen, it is never
+    scanned; what requests allocate is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def freeze_after_startup(app: Starlette) -> None:
+    """Run :func:`freeze_heap` once ``app``'s lifespan has opened its resources."""
+    opened = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(started: Starlette) -> AsyncIterator[None]:
+        async with opened(started):
+            freeze_heap()
+            yield
+
+    app.router.lifespan_context = lifespan
+
+
 def serve(create_app: Callable[[Settings], Starlette], port: Callable[[Settings], int]) -> None:
     """Run ``create_app(settings)`` on ``settings.host:port(settings)``, the settings read
-    from the environment and every log line through our structlog set-up."""
+    from the environment and every log line through our structlog set-up; the heap is
+    frozen once started (:func:`freeze_heap`)."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.Server(server_config(create_app(settings), settings, port(settings))).run()
+    app = create_app(settings)
+    freeze_after_startup(app)
+    uvicorn.Server(server_config(app, settings, port(settings))).run()

@@ -33,6 +33,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: The request-latency histogram every HTTP service exports.
+REQUEST_METRIC: Final = "http_request_duration_seconds"
 #: The HTTP header of the request id, in and out.
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 #: The same id as gRPC metadata (keys are lower case there).
@@ -61,11 +63,17 @@ _BUCKETS: Final = (
 )
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+_request_started: ContextVar[float] = ContextVar("request_started", default=0.0)
 
 
 def current_request_id() -> str | None:
     """The id of the request being handled (``None`` outside a request)."""
     return _request_id.get()
+
+
+def request_started() -> float:
+    """``time.perf_counter()`` when the request being handled arrived (0 outside one)."""
+    return _request_started.get()
 
 
 class HttpMetrics:
@@ -81,7 +89,7 @@ class HttpMetrics:
             registry=self.registry,
         )
         self.latency = Histogram(
-            "http_request_duration_seconds",
+            REQUEST_METRIC,
             "Time from request to the end of the response, by route template and method.",
             ["service", "route", "method"],
             buckets=_BUCKETS,
@@ -96,6 +104,10 @@ class HttpMetrics:
     def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
         """A service-specific counter in the same registry (``name`` without ``_total``)."""
         return Counter(name, documentation, labels, registry=self.registry)
+
+    def histogram(self, name: str, documentation: str, labels: list[str]) -> Histogram:
+        """A service-specific latency histogram (seconds) in the same registry."""
+        return Histogram(name, documentation, labels, buckets=_BUCKETS, registry=self.registry)
 
     def exposition(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -130,6 +142,7 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         started = time.perf_counter()
+        started_token = _request_started.set(started)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -151,6 +164,7 @@ class RequestContextMiddleware:
                 time.perf_counter() - started
             )
             structlog.contextvars.unbind_contextvars("request_id")
+            _request_started.reset(started_token)
             _request_id.reset(token)
 
 

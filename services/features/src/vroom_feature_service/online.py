@@ -1,20 +1,22 @@
 """The Feast side: online lookups (Redis), the online store's facts, the registry's view.
 
-Feast's Redis client uses redis-py's default retries (about 9 s of back-off before a
-refused connection surfaces). So a lookup first sends one ``PING`` on a client of our
-own that does not retry: a down Redis is a 503 in milliseconds, and a PING on
-loopback costs a fraction of Feast's own lookup.
+Lookups read Feast's keys on a pooled asyncio client of our own
+(:class:`vroom_features.online.OnlineReader`), on the event loop: one round trip, no
+thread-pool hop. Our clients do not retry and have short timeouts, so a down Redis is
+a 503 in milliseconds (Feast's own client would spend seconds in redis-py's default
+retries first).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import pandas as pd
 import redis
+import redis.asyncio as aioredis
 import structlog
 from feast import FeatureStore, FeatureView
 from feast.errors import FeatureViewNotFoundException
@@ -30,9 +32,9 @@ from vroom_common.schemas import (
     VehicleFeatureVector,
 )
 from vroom_common.settings import Settings
-from vroom_features import ENTITY_KEY, FEATURES, LABEL
+from vroom_features import ENTITY_KEY, FEATURE_NAMES, LABEL
 from vroom_features.definitions import FEATURE_VIEW_NAME
-from vroom_features.online import delete_online, read_online, split_found
+from vroom_features.online import OnlineReader, delete_online
 
 log = structlog.get_logger(__name__)
 
@@ -43,11 +45,6 @@ REDIS_CONNECT_TIMEOUT_S: Final = 1.0
 REDIS_TIMEOUT_S: Final = 2.0
 #: Keys fetched per SCAN round trip when counting the project's keys.
 _SCAN_BATCH: Final = 1000
-#: Feature name -> how a value of its kind is converted (Feast returns floats when a
-#: batch holds a missing row).
-_CONVERT: Final[dict[str, Callable[[Any], int | float]]] = {
-    f.name: int if f.kind == "int" else float for f in FEATURES
-}
 
 
 def public_url(url: str) -> str:
@@ -61,14 +58,23 @@ def public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _fail_fast() -> dict[str, Any]:
+    """Client options that fail fast: short timeouts, no retries."""
+    return {
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_timeout": REDIS_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
 def make_redis_client(settings: Settings) -> redis.Redis:
-    """A client that fails fast: short timeouts, no retries."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-    )
+    """A blocking client that fails fast (deletes, store facts, readiness)."""
+    return redis.Redis.from_url(settings.redis_url, **_fail_fast())
+
+
+def make_async_redis_client(settings: Settings) -> aioredis.Redis:
+    """A pooled asyncio client that fails fast (the lookups)."""
+    return aioredis.Redis.from_url(settings.redis_url, **_fail_fast())
 
 
 class NotRegistered(DependencyUnavailable):
@@ -82,17 +88,26 @@ class NotRegistered(DependencyUnavailable):
 
 
 class FeastBackend:
-    """The Feast store and a Redis client of our own, opened once per process.
+    """The Feast store and Redis clients of our own, opened once per process.
 
-    Every method blocks (Feast and redis-py are synchronous): call them from a
-    thread pool, not from the event loop.
+    :meth:`lookup` is a coroutine for the event loop; every other method blocks (Feast
+    and redis-py are synchronous): call them from a thread pool.
     """
 
-    def __init__(self, settings: Settings, store: FeatureStore, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        client: redis.Redis,
+        async_client: aioredis.Redis,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.client = client
+        self.reader = OnlineReader(store, async_client)
         self.redis_url = public_url(settings.redis_url)
+        # Feature views are never removed: once seen registered, lookups skip the check.
+        self._registered = False
 
     @contextmanager
     def _redis_errors(self) -> Iterator[None]:
@@ -126,18 +141,27 @@ class FeastBackend:
             except FeatureViewNotFoundException as exc:
                 raise NotRegistered from exc
 
-    def lookup(self, vehicle_ids: Sequence[int]) -> OnlineFeatures:
+    async def lookup(self, vehicle_ids: Sequence[int]) -> OnlineFeatures:
         """Online features of ``vehicle_ids`` (each once, in the order first asked).
 
-        Vehicles without complete features in the store — never written, or past the
-        feature view's TTL — are listed in ``missing``; ``found`` holds no missing value.
+        Vehicles without every feature in the store are listed in ``missing``; ``found``
+        holds no missing value. Feast's own read answers the same (it does not apply
+        the feature view's TTL either).
         """
         ids = list(dict.fromkeys(vehicle_ids))
-        self.ping()
+        if not self._registered:
+            await asyncio.to_thread(self._with_registry, self.feature_view)
+            self._registered = True
         with self._redis_errors():
-            frame = self._with_registry(lambda: read_online(self.store, ids))
-        found, missing = split_found(frame)
-        return OnlineFeatures(found=vectors(found), missing=missing)
+            rows = await self.reader.read(ids)
+        found: list[VehicleFeatureVector] = []
+        missing: list[int] = []
+        for vehicle_id, values in zip(ids, rows, strict=True):
+            if values is None:
+                missing.append(vehicle_id)
+            else:
+                found.append(vector(vehicle_id, values))
+        return OnlineFeatures(found=found, missing=missing)
 
     def delete(self, vehicle_id: int) -> OnlineDeletion:
         """Remove one vehicle's features from the online store (idempotent)."""
@@ -191,21 +215,11 @@ class FeastBackend:
         )
 
 
-def vectors(found: pd.DataFrame) -> list[VehicleFeatureVector]:
-    """Rows of :func:`read_online` (indexed by id) as feature vectors with their ids."""
-    converters = [(name, _CONVERT[name]) for name in found.columns]
-    # One conversion to Python lists: per-row pandas access costs more than Feast's read.
-    rows = zip(found.index.tolist(), found.to_numpy().tolist(), strict=True)
-    return [
-        VehicleFeatureVector.model_validate(
-            {ENTITY_KEY: int(vehicle_id)}
-            | {
-                name: convert(value)
-                for (name, convert), value in zip(converters, values, strict=True)
-            }
-        )
-        for vehicle_id, values in rows
-    ]
+def vector(vehicle_id: int, values: Sequence[int | float]) -> VehicleFeatureVector:
+    """One vehicle's values (``FEATURE_NAMES`` order) as its feature vector."""
+    return VehicleFeatureVector.model_validate(
+        {ENTITY_KEY: vehicle_id, **dict(zip(FEATURE_NAMES, values, strict=True))}
+    )
 
 
 def _glob_escape(text: str) -> str:

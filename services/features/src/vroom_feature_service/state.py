@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from vroom_common.settings import Settings
 from vroom_feature_service.offline import OfflineStore
-from vroom_feature_service.online import FeastBackend, make_redis_client
+from vroom_feature_service.online import (
+    FeastBackend,
+    make_async_redis_client,
+    make_redis_client,
+)
 from vroom_features.store import open_store
 
 
@@ -21,7 +25,12 @@ class ServiceState:
     @classmethod
     def open(cls, settings: Settings, offline_check_interval_s: float) -> ServiceState:
         """Open the Feast store and load the offline store (blocking: seconds, once)."""
-        feast = FeastBackend(settings, open_store(settings), make_redis_client(settings))
+        feast = FeastBackend(
+            settings,
+            open_store(settings),
+            make_redis_client(settings),
+            make_async_redis_client(settings),
+        )
         offline = OfflineStore(settings.offline_store_path, offline_check_interval_s)
         offline.snapshot()
         return cls(settings, feast, offline)
@@ -29,3 +38,4 @@ class ServiceState:
     async def close(self) -> None:
         await self.feast.store.close()  # Feast's async clients; its sync client has no close
         self.feast.client.close()
+        await self.feast.reader.client.aclose()

@@ -30,7 +30,7 @@ from vroom_db.session import create_schema, make_engine, make_session_factory
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.deps import Resources
-from vroom_gateway.metrics import ServedVersion
+from vroom_gateway.metrics import ServedVersion, Stages
 from vroom_gateway.protection import BenchmarkSlots, BodyLimitMiddleware, RateLimits
 from vroom_gateway.routes import (
     benchmark,
@@ -117,6 +117,7 @@ def create_app(
             redis=redis_client,
             metrics=metrics,
             served_version=served_version,
+            stages=Stages(metrics),
             runner=runner,
             traffic=traffic,
             authenticator=authenticator,

@@ -13,7 +13,7 @@ from vroom_common.observability import HttpMetrics
 from vroom_common.settings import Settings
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
-from vroom_gateway.metrics import ServedVersion
+from vroom_gateway.metrics import ServedVersion, Stages
 from vroom_gateway.protection import BenchmarkSlots, RateLimits
 from vroom_gateway.runners import PipelineRunner
 from vroom_gateway.security import Authenticator
@@ -31,6 +31,7 @@ class Resources:
     redis: aioredis.Redis
     metrics: HttpMetrics
     served_version: ServedVersion
+    stages: Stages
     runner: PipelineRunner
     traffic: Traffic
     authenticator: Authenticator

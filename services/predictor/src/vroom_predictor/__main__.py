@@ -21,6 +21,7 @@ from kserve.logging import KSERVE_LOGGER_NAME
 from kserve.model_server import app as rest_app
 from kserve.model_server import parser as kserve_parser
 
+from vroom_common.http import freeze_heap
 from vroom_common.logs import configure_logging
 from vroom_common.registry import ALIAS_CHAMPION, ALIAS_ROLLOUT, candidate_name
 from vroom_common.settings import Settings, get_settings
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     add_error_handlers(rest_app)
     if args.redis_url and args.model_dir is None:
         server.servers.append(watch_promotions(champion, args.redis_url))
+    freeze_heap()  # the models are loaded: what is alive now lives as long as the server
     # The models are registered through the repository: start() with no list, so a
     # server without a champion yet comes up (not ready) instead of refusing to start.
     server.start([])

@@ -272,8 +272,12 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         predictions = result.point
         if not (np.isfinite(predictions).all() and (predictions >= 0).all()):
             raise self._invalid(model, predictions)
+        # Over gRPC each tensor goes out as its raw little-endian bytes
+        # (raw_output_contents): a list of Python floats would cost a conversion per value,
+        # 9,000 of them for a 1,000-vehicle batch. REST keeps JSON numbers.
+        binary = bool(payload.from_grpc)
         output = InferOutput(name=OUTPUT_NAME, shape=[len(predictions)], datatype="FP32")
-        output.set_data_from_numpy(predictions, binary_data=False)
+        output.set_data_from_numpy(predictions, binary_data=binary)
         outputs = [output]
         for name, bounds in (
             (INTERVAL_LOWER_NAME, result.lower),
@@ -281,7 +285,7 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         ):
             if bounds is not None:
                 tensor = InferOutput(name=name, shape=list(bounds.shape), datatype="FP32")
-                tensor.set_data_from_numpy(bounds, binary_data=False)
+                tensor.set_data_from_numpy(bounds, binary_data=binary)
                 outputs.append(tensor)
         return InferResponse(
             response_id=payload.id or str(uuid.uuid4()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from vroom_common.schemas import FeatureMatrix
-from vroom_feature_service.compute import feature_matrix
+from vroom_feature_service.compute import matrix_of
 from vroom_feature_service.schemas import ComputeRequest
 
 router = APIRouter(prefix="/v1/features", tags=["features"])
@@ -16,7 +16,7 @@ async def compute(body: ComputeRequest) -> FeatureMatrix:
     """Features of 1 to 1,000 vehicles, rows in the order given, columns in
     ``feature_names`` order.
 
-    Runs on the event loop: pure CPU work of microseconds per row (the 1,000-row
-    frame path takes about 3 ms), cheaper than a hop through the thread pool.
+    Runs on the event loop: about a millisecond of numpy for 1,000 rows, cheaper than
+    a hop through the thread pool.
     """
-    return feature_matrix(body.vehicles)
+    return matrix_of(body.vehicles)

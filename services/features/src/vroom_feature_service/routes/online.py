@@ -14,12 +14,12 @@ router = APIRouter(prefix="/v1/features", tags=["features"])
 
 
 @router.post("/online")
-def online(body: OnlineLookupRequest, feast: FeastDep) -> OnlineFeatures:
+async def online(body: OnlineLookupRequest, feast: FeastDep) -> OnlineFeatures:
     """Features of the vehicles the online store holds; the other ids in ``missing``.
 
     503 when Redis does not answer or the feature view is not registered.
     """
-    return feast.lookup(body.vehicle_ids)
+    return await feast.lookup(body.vehicle_ids)
 
 
 @router.delete("/online/{vehicle_id}")

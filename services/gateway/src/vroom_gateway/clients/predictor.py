@@ -216,7 +216,8 @@ class PredictorClient:
         point = self._tensor(response, OUTPUT_NAME)
         if point is None:
             raise DependencyUnavailable(PREDICTOR, f"the response has no {OUTPUT_NAME!r} output")
-        return [float(v) for v in point.reshape(-1)]
+        values: list[float] = point.reshape(-1).tolist()
+        return values
 
     async def model_metadata(self) -> ModelMetadata:
         """The served model's v2 metadata (name, platform, tensors)."""

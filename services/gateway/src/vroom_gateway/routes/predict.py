@@ -3,6 +3,8 @@ service, predictions from the predictor."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Annotated, Any
 
 import numpy as np
@@ -12,12 +14,13 @@ from fastapi import APIRouter, Body, Query, Response
 from pydantic import AfterValidator
 
 from vroom_common.errors import NotFound
+from vroom_common.observability import request_started
 from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
 from vroom_features import FEATURE_NAMES
 from vroom_features.contract import DEFAULT_INTERVAL_LEVEL, INTERVAL_LEVELS
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import Prediction
-from vroom_gateway.deps import ResourcesDep
+from vroom_gateway.deps import Resources, ResourcesDep
 from vroom_gateway.schemas import BatchPredictions, PredictionOut, VehicleIdRequest
 
 router = APIRouter(tags=["predict"])
@@ -50,12 +53,17 @@ def outputs(prediction: Prediction, level: float = DEFAULT_INTERVAL_LEVEL) -> li
     ]
     if prediction.lower is not None and prediction.upper is not None:
         column = INTERVAL_LEVELS.index(level)
+        # tolist(): Python floats in one call (float32 -> float64 is exact), not one
+        # numpy scalar per value.
         for row, lower, upper in zip(
-            rows, prediction.lower[:, column], prediction.upper[:, column], strict=True
+            rows,
+            prediction.lower[:, column].tolist(),
+            prediction.upper[:, column].tolist(),
+            strict=True,
         ):
             row["prediction_interval"] = {
-                "lower": round(float(lower), 2),
-                "upper": round(float(upper), 2),
+                "lower": round(lower, 2),
+                "upper": round(upper, 2),
                 "level": level,
             }
     else:
@@ -81,6 +89,27 @@ async def online_matrix(features: FeatureServiceClient, vehicle_id: int) -> npt.
     return np.asarray([[float(getattr(row, name)) for name in FEATURE_NAMES]], dtype=np.float32)
 
 
+async def answer(
+    resources: Resources,
+    route: str,
+    features: Awaitable[npt.NDArray[np.float32]],
+    key: Callable[[npt.NDArray[np.float32]], bytes],
+    body: Callable[[Prediction], Any],
+) -> Response:
+    """A prediction's three hops, each timed into ``vroom_gateway_stage_seconds``:
+    ``features`` (the feature service's call, not yet awaited), inference for the
+    rollout's ``key`` of the matrix, and ``body`` of the prediction serialized."""
+    times = [request_started(), perf_counter()]
+    matrix = await features
+    times.append(perf_counter())
+    prediction = await resources.traffic.predict(matrix, key(matrix))
+    times.append(perf_counter())
+    response = json_response(body(prediction))
+    times.append(perf_counter())
+    resources.stages.observe(route, times)
+    return response
+
+
 @router.post("/predict", response_model=PredictionOut)
 async def predict(
     vehicle: VehicleFeatures,
@@ -88,9 +117,13 @@ async def predict(
     interval_level: IntervalLevel = DEFAULT_INTERVAL_LEVEL,
 ) -> Response:
     """Predicted reservations for one vehicle's raw attributes, with the interval."""
-    matrix = await resources.features.compute([vehicle])
-    prediction = await resources.traffic.predict(matrix, matrix.tobytes())
-    return json_response(outputs(prediction, interval_level)[0])
+    return await answer(
+        resources,
+        "/predict",
+        resources.features.compute([vehicle]),
+        key=lambda matrix: matrix.tobytes(),
+        body=lambda prediction: outputs(prediction, interval_level)[0],
+    )
 
 
 @router.post("/predict/batch", response_model=BatchPredictions)
@@ -108,10 +141,14 @@ async def predict_batch(
     """Predictions for up to 1000 vehicles, in the order given."""
     if not vehicles:
         return json_response({"predictions": []})
-    matrix = await resources.features.compute(vehicles)
-    # One key for the whole batch: a batch is answered by one version.
-    prediction = await resources.traffic.predict(matrix, matrix.tobytes())
-    return json_response({"predictions": outputs(prediction, interval_level)})
+    return await answer(
+        resources,
+        "/predict/batch",
+        resources.features.compute(vehicles),
+        # One key for the whole batch: a batch is answered by one version.
+        key=lambda matrix: matrix.tobytes(),
+        body=lambda prediction: {"predictions": outputs(prediction, interval_level)},
+    )
 
 
 @router.post("/predict/id", response_model=PredictionOut)
@@ -121,6 +158,10 @@ async def predict_by_id(
     interval_level: IntervalLevel = DEFAULT_INTERVAL_LEVEL,
 ) -> Response:
     """Predicted reservations for a known vehicle, from its online-store features."""
-    matrix = await online_matrix(resources.features, body.vehicle_id)
-    prediction = await resources.traffic.predict(matrix, b"id:%d" % body.vehicle_id)
-    return json_response(outputs(prediction, interval_level)[0])
+    return await answer(
+        resources,
+        "/predict/id",
+        online_matrix(resources.features, body.vehicle_id),
+        key=lambda _matrix: b"id:%d" % body.vehicle_id,
+        body=lambda prediction: outputs(prediction, interval_level)[0],
+    )
