@@ -675,7 +675,10 @@ def bench_command(
     *,
     url: Annotated[
         str | None,
-        typer.Option(help="Bench this running gateway instead of starting the local stack."),
+        typer.Option(
+            help="Bench this running gateway instead of starting the local stack (when it "
+            "is the local stack's gateway, its processes are probed and the peer runs too)."
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None,
@@ -734,11 +737,13 @@ def bench_command(
     try:
         with _stdout_to_stderr(to_stdout), exit_on_error():
             hey = ensure_hey(install)
-            local = url is None
             if url is None:
                 ensure_champion(settings, data_dir)
                 url = gateway_url(settings)
             base_url = url.rstrip("/")
+            # The local stack's gateway (started here, or named by --url): its processes
+            # are probed and the peer runs beside it.
+            local = base_url == gateway_url(settings).rstrip("/") and bool(local_pids(settings))
             health = check_gateway(base_url)
             vehicle_id = pick_vehicle_id(base_url)
             batch = batch_vehicles(data_dir)
