@@ -6,8 +6,8 @@ the request path, and through :class:`OnlineReader` on it: one pipelined ``HMGET
 per vehicle of the keys and hash fields Feast writes, computed by Feast's own
 helpers, on a pooled asyncio client. The SDK's read costs milliseconds of Python per
 call (registry lookups, protobuf responses, a pandas frame) for what is one Redis
-round trip; ``tests/features/test_online_reader.py`` checks that both reads agree on
-every vehicle of the fleet, so the layout stays Feast's business.
+round trip; ``tests/feature_service/test_online_reader.py`` checks that both reads
+agree on every vehicle of the fleet, so the layout stays Feast's business.
 """
 
 from __future__ import annotations
