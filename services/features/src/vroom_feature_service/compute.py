@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vroom_common.schemas import RAW_ATTRIBUTES, FeatureMatrix, VehicleFeatures
+from vroom_common.schemas import RAW_ATTRIBUTES, VehicleFeatures
 from vroom_features import FEATURE_NAMES, feature_matrix
+from vroom_features.schemas import FeatureMatrix
 
 
 def matrix_of(vehicles: Sequence[VehicleFeatures]) -> FeatureMatrix:

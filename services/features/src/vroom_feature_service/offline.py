@@ -23,8 +23,8 @@ import pandas as pd
 import structlog
 
 from vroom_common.errors import NotFound
-from vroom_common.schemas import OfflineFeatureRow, OfflineFeatures, OfflineStoreInfo
 from vroom_features import ENTITY_KEY, FEATURES, LABEL, TIMESTAMP_FIELD
+from vroom_features.schemas import OfflineFeatureRow, OfflineFeatures, OfflineStoreInfo
 
 log = structlog.get_logger(__name__)
 

@@ -24,17 +24,17 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from vroom_common.errors import DependencyUnavailable
-from vroom_common.schemas import (
+from vroom_common.settings import Settings
+from vroom_features import ENTITY_KEY, FEATURE_NAMES, LABEL
+from vroom_features.definitions import FEATURE_VIEW_NAME
+from vroom_features.online import OnlineReader, delete_online
+from vroom_features.schemas import (
     FeatureViewInfo,
     OnlineDeletion,
     OnlineFeatures,
     OnlineStoreInfo,
     VehicleFeatureVector,
 )
-from vroom_common.settings import Settings
-from vroom_features import ENTITY_KEY, FEATURE_NAMES, LABEL
-from vroom_features.definitions import FEATURE_VIEW_NAME
-from vroom_features.online import OnlineReader, delete_online
 
 log = structlog.get_logger(__name__)
 

@@ -4,13 +4,14 @@ version). The raw attributes (``VehicleFeatures``) and the batch limit live in
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from vroom_common.events import DagId
 from vroom_common.schemas import RequestBody, VehicleFeatures, VehicleSource
 from vroom_common.settings import check_steps
+from vroom_features.schemas import feature_fields
 from vroom_rollout.progressive.machine import CommandOutcome, Phase, Policy, Transition
 from vroom_rollout.progressive.signals import VersionSignals
 
@@ -118,18 +119,28 @@ class VehicleOut(VehicleFeatures):
 FeatureStoreName = Literal["offline", "online", "none"]
 
 
-class VehicleFeaturesOut(BaseModel):
-    """A vehicle's model features and where they were found (null features when none)."""
+_FEATURES_OUT_DOC = (
+    "A vehicle's model features and where they were found (null features when none)."
+)
+_MATERIALIZED_DOC = "The features are in the offline or online store."
 
-    vehicle_id: int
-    technology: int | None = None
-    num_images: int | None = None
-    street_parked: int | None = None
-    description: int | None = None
-    price_diff: float | None = None
-    price_ratio: float | None = None
-    materialized: bool = Field(description="The features are in the offline or online store.")
-    store: FeatureStoreName
+if TYPE_CHECKING:
+    # What the type checker sees; at run time the model also has every feature field.
+    class VehicleFeaturesOut(BaseModel):
+        vehicle_id: int
+        materialized: bool
+        store: FeatureStoreName
+else:
+    # vehicle_id, then every feature of the one list (nullable), then where they were found.
+    VehicleFeaturesOut = create_model(
+        "VehicleFeaturesOut",
+        __module__=__name__,
+        __doc__=_FEATURES_OUT_DOC,
+        vehicle_id=(int, ...),
+        **feature_fields(optional=True),
+        materialized=(bool, Field(description=_MATERIALIZED_DOC)),
+        store=(FeatureStoreName, ...),
+    )
 
 
 # --- benchmarks -----------------------------------------------------------------------------

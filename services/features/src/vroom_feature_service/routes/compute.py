@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from vroom_common.schemas import FeatureMatrix
 from vroom_feature_service.compute import matrix_of
 from vroom_feature_service.schemas import ComputeRequest
+from vroom_features.schemas import FeatureMatrix
 
 router = APIRouter(prefix="/v1/features", tags=["features"])
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from vroom_common.schemas import OfflineFeatureRow, OfflineFeatures
 from vroom_feature_service.deps import OfflineDep
+from vroom_features.schemas import OfflineFeatureRow, OfflineFeatures
 
 router = APIRouter(prefix="/v1/features/offline", tags=["features"])
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from vroom_common.schemas import OnlineDeletion, OnlineFeatures
 from vroom_feature_service.deps import FeastDep
 from vroom_feature_service.schemas import OnlineLookupRequest
+from vroom_features.schemas import OnlineDeletion, OnlineFeatures
 
 router = APIRouter(prefix="/v1/features", tags=["features"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from vroom_common.schemas import StoresInfo
 from vroom_feature_service.deps import FeastDep, OfflineDep
+from vroom_features.schemas import StoresInfo
 
 router = APIRouter(prefix="/v1", tags=["stores"])
 

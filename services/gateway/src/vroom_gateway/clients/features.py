@@ -20,15 +20,15 @@ from pydantic import TypeAdapter
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput, NotFound
 from vroom_common.observability import REQUEST_ID_HEADER, current_request_id
-from vroom_common.schemas import (
+from vroom_common.schemas import VehicleFeatures
+from vroom_features import FEATURE_NAMES
+from vroom_features.schemas import (
     OfflineFeatureRow,
     OfflineFeatures,
     OnlineDeletion,
     OnlineFeatures,
     StoresInfo,
-    VehicleFeatures,
 )
-from vroom_features import FEATURE_NAMES
 
 #: The dependency name in error messages.
 FEATURE_SERVICE: Final = "feature service"

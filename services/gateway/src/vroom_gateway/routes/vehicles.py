@@ -15,15 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from vroom_common.errors import NotFound
-from vroom_common.schemas import (
-    MAX_BATCH_VEHICLES,
-    StoresInfo,
-    VehicleFeatures,
-    VehicleFeatureVector,
-)
+from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
 from vroom_db.queries import delete_new_arrival, vehicle_ids, vehicle_source, vehicles_with_label
 from vroom_db.vehicles import insert_vehicle, publish_vehicle_saved_async
 from vroom_features import FEATURE_NAMES
+from vroom_features.schemas import StoresInfo, VehicleFeatureVector
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.deps import FeaturesDep, RedisDep, SessionsDep, SettingsDep
 from vroom_gateway.schemas import (
