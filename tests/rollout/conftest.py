@@ -100,6 +100,10 @@ class FakePredictor:
     url: str = ""
     _loaded: bool = False
 
+    def follow(self) -> None:
+        """Swap to the second version by itself, as the predictor's promotion watcher does."""
+        self._loaded = True
+
     def answer(self, method: str, path: str) -> tuple[int, Any]:
         self.requests.append((method, path))
         if method == "POST" and path == f"/v2/repository/models/{self.model_name}/load":

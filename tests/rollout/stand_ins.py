@@ -71,6 +71,8 @@ class ScriptedDeployer:
     candidate_ready_after: int = 0
     calls: list[tuple[str, ...]] = field(default_factory=list)
     serving: str | None = None
+    announced: list[bool] = field(default_factory=list)
+    """Per serve_champion call: whether a model-promoted event preceded it."""
     _polls: int = 0
 
     def deploy_candidate(self, version: str) -> None:
@@ -82,8 +84,9 @@ class ScriptedDeployer:
         self._polls += 1
         return f"v{version} ready" if self._polls > self.candidate_ready_after else None
 
-    def serve_champion(self, version: str) -> None:
+    def serve_champion(self, version: str, *, announced: bool = False) -> None:
         self.calls.append(("serve_champion", version))
+        self.announced.append(announced)
         self.serving = version
 
     def champion_serves(self, version: str) -> str | None:

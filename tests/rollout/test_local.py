@@ -3,21 +3,76 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 
 import pytest
 
 from tests.rollout.conftest import FakePredictor
 from vroom_common.errors import DependencyUnavailable, NotFound
+from vroom_common.events import ModelPromoted
 from vroom_common.settings import Settings
 from vroom_rollout import LocalRollout, NoRollout, RolloutFailed, make_rollout
+from vroom_rollout.local import LocalDeployer
 
 MakeFakePredictor = Callable[..., FakePredictor]
 MODEL = "vroom forecast/β"  # a name that needs quoting in a path
 
 
-def settings_for(fake: FakePredictor, name: str = MODEL) -> Settings:
-    return Settings(rollout_backend="local", predictor_url=fake.url, model_name=name)
+def settings_for(fake: FakePredictor, name: str = MODEL, **options: float) -> Settings:
+    return Settings(rollout_backend="local", predictor_url=fake.url, model_name=name, **options)
+
+
+def promoted(version: str = "4", previous: str | None = "3") -> ModelPromoted:
+    return ModelPromoted(
+        model_name="vroom-forecast", version=version, run_id="r", previous_version=previous
+    )
+
+
+def posts(fake: FakePredictor) -> list[tuple[str, str]]:
+    return [r for r in fake.requests if r[0] == "POST"]
+
+
+def test_a_promotion_the_predictor_follows_is_not_loaded_twice(
+    make_fake_predictor: MakeFakePredictor,
+) -> None:
+    # The predictor's watcher reloads on the model-promoted event a moment later.
+    fake = make_fake_predictor("vroom-forecast", versions=["3", "4"])
+    threading.Timer(0.3, fake.follow).start()
+
+    result = LocalRollout(settings_for(fake, "vroom-forecast")).rollout(promoted())
+
+    assert posts(fake) == []
+    assert (result.status, result.version, result.previous_version) == ("rolled-out", "4", "3")
+    assert "followed the promotion" in result.detail
+
+
+def test_a_promotion_the_predictor_does_not_follow_is_loaded_once(
+    make_fake_predictor: MakeFakePredictor,
+) -> None:
+    # No watcher (or Redis down): after rollout_follow_s the rollout asks for the load.
+    fake = make_fake_predictor("vroom-forecast", versions=["3", "4"])
+    settings = settings_for(fake, "vroom-forecast", rollout_follow_s=0.3)
+
+    result = LocalRollout(settings).rollout(promoted())
+
+    assert posts(fake) == [("POST", "/v2/repository/models/vroom-forecast/load")]
+    assert (result.status, result.version, result.previous_version) == ("rolled-out", "4", "3")
+
+
+def test_an_announced_champion_switch_waits_for_the_watcher(
+    make_fake_predictor: MakeFakePredictor,
+) -> None:
+    fake = make_fake_predictor("vroom-forecast", versions=["3", "4"])
+    settings = settings_for(fake, "vroom-forecast")
+    threading.Timer(0.3, fake.follow).start()
+
+    LocalDeployer(settings).serve_champion("4", announced=True)
+    assert posts(fake) == []
+
+    # A switch no event announced (a rollback to the old champion) loads at once.
+    LocalDeployer(settings).serve_champion("3")
+    assert posts(fake) == [("POST", "/v2/repository/models/vroom-forecast/load")]
 
 
 def test_local_rollout_posts_the_load_request(make_fake_predictor: MakeFakePredictor) -> None:

@@ -280,7 +280,7 @@ def test_abort_and_promote_work_at_every_state(
         clock.now += 10.5
         state = controller.tick()
     if at == "promoting":
-        deployer.serve_champion = lambda version: deployer.calls.append(("serve", version))  # type: ignore[method-assign]
+        deployer.serve_champion = lambda version, **_: deployer.calls.append(("serve", version))  # type: ignore[method-assign]
         send(store, "promote")
         state = controller.tick()
     assert state.state == at
@@ -330,10 +330,10 @@ def test_transitions_are_timed_after_the_work_they_waited_for(
     controller = make_controller(settings, store, deployer, registry, clock)
     load_s = 3.0
 
-    def slow(record: Callable[[str], None]) -> Callable[[str], None]:
-        def run(version: str) -> None:
+    def slow(record: Callable[..., None]) -> Callable[..., None]:
+        def run(version: str, **options: bool) -> None:
             clock.now += load_s
-            record(version)
+            record(version, **options)
 
         return run
 

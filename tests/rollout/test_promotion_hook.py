@@ -27,9 +27,11 @@ class CountingRollout:
     calls: int = 0
     fail: bool = False
     results: list[RolloutResult] = field(default_factory=list)
+    promoted: list[ModelPromoted | None] = field(default_factory=list)
 
-    def rollout(self) -> RolloutResult:
+    def rollout(self, promoted: ModelPromoted | None = None) -> RolloutResult:
         self.calls += 1
+        self.promoted.append(promoted)
         if self.fail:
             raise DependencyUnavailable("predictor", "POST http://127.0.0.1:1/...: refused")
         result = RolloutResult(self.backend, "rolled-out", "m", str(self.calls), "ok")
@@ -43,10 +45,15 @@ def test_promote_rolls_out_once_per_promotion(
     rollout = CountingRollout()
     hook = as_promotion_hook(rollout)
 
-    candidate_with_score(isolated_settings, 3.5)
+    first_version = candidate_with_score(isolated_settings, 3.5)
     assert promote(isolated_settings, rollout=hook).outcome == "promoted"
     assert rollout.calls == 1
     assert hook.result == rollout.results[-1]
+    # The rollout is handed the promotion it follows (the local predictor's watcher acts
+    # on the same event, so the rollout can wait for it instead of reloading again).
+    first = rollout.promoted[-1]
+    assert first is not None
+    assert (first.version, first.previous_version) == (first_version, None)
 
     candidate_with_score(isolated_settings, 3.6)
     assert promote(isolated_settings, rollout=hook).outcome == "retained"

@@ -218,6 +218,12 @@ class Settings(BaseSettings):
     rollout_timeout_s: float = Field(
         default=300.0, gt=0, description="Bound on a rollout (predictor reload or Ready wait)."
     )
+    rollout_follow_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a local rollout after a promotion waits for the predictor to "
+        "reload on the model-promoted event by itself before it asks it to (0: ask at once).",
+    )
 
     # --- progressive delivery (docs/rollouts.md) -----------------------------------------
     rollout_strategy: Literal["progressive", "immediate"] = Field(

@@ -54,7 +54,7 @@ class NoRollout:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def rollout(self) -> RolloutResult:
+    def rollout(self, promoted: ModelPromoted | None = None) -> RolloutResult:  # noqa: ARG002
         log.info("rollout skipped", model_name=self.settings.model_name, rollout_backend="none")
         return RolloutResult(
             backend=self.backend,
@@ -92,11 +92,11 @@ class PromotionHook:
         self.error: VroomError | None = None
 
     def __call__(self, event: ModelPromoted) -> None:
-        # The event only says that something was promoted; the rollout looks up the
-        # champion itself.
+        # The rollout still looks the champion up itself; the event lets a serving side
+        # that already follows promotions be waited for instead of told again.
         self.result, self.error = None, None
         try:
-            self.result = self.rollout.rollout()
+            self.result = self.rollout.rollout(event)
         except VroomError as exc:
             log.error(
                 "rollout after promotion failed",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from vroom_common.errors import VroomError
+from vroom_common.events import ModelPromoted
 
 RolloutStatus = Literal["rolled-out", "unchanged", "skipped"]
 BackendName = Literal["none", "local", "kubernetes"]
@@ -35,7 +36,11 @@ class Rollout(Protocol):
 
     backend: BackendName
 
-    def rollout(self) -> RolloutResult: ...
+    def rollout(self, promoted: ModelPromoted | None = None) -> RolloutResult:
+        """Roll the champion out. ``promoted`` is the promotion that asked for it, when one
+        did: a serving side that acts on that event by itself (a local predictor watching
+        the models stream) is then waited for rather than told twice."""
+        ...
 
 
 class RolloutFailed(VroomError):

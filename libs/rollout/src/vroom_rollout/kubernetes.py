@@ -36,6 +36,7 @@ from vroom_common.errors import (
     PermissionDenied,
     VroomError,
 )
+from vroom_common.events import ModelPromoted
 from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_rollout.base import (
@@ -291,7 +292,8 @@ class KubernetesRollout:
     def patch(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.api.patch(self.name, body)
 
-    def rollout(self) -> RolloutResult:
+    def rollout(self, promoted: ModelPromoted | None = None) -> RolloutResult:  # noqa: ARG002
+        # A cluster's predictor does not watch promotions: the patch is what rolls out.
         champion = self._resolve(self.settings)
         isvc = self.get()
         current_uri = _dig(isvc, "spec", "predictor", "model", "storageUri")
@@ -535,8 +537,9 @@ class KubernetesDeployer:
 
     # --- the champion -----------------------------------------------------------------------
 
-    def serve_champion(self, version: str) -> None:
-        """Patch the champion's ``storageUri`` (a rolling update: no unavailability)."""
+    def serve_champion(self, version: str, *, announced: bool = False) -> None:  # noqa: ARG002
+        """Patch the champion's ``storageUri`` (a rolling update: no unavailability); the
+        cluster's predictor does not watch promotions, so ``announced`` changes nothing."""
         target = self._resolve(self.settings, version)
         isvc = self.api.get(self.champion_name)
         if _serves_uri(isvc, target):

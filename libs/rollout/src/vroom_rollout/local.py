@@ -9,6 +9,7 @@ version it serves is read from v2 model metadata (``GET /v2/models/<name>``,
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +17,7 @@ import httpx
 import structlog
 
 from vroom_common.errors import DependencyUnavailable, NotFound
+from vroom_common.events import ModelPromoted
 from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_rollout.base import (
@@ -32,6 +34,8 @@ log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 #: Seconds for a metadata read.
 METADATA_TIMEOUT_S = 5.0
+#: Seconds between metadata reads while waiting for the predictor to follow a promotion.
+FOLLOW_POLL_S = 0.1
 
 
 def repository_path(model_name: str, verb: str) -> str:
@@ -79,6 +83,17 @@ class PredictorRepository:
         body = _json(response) if response.is_success else None
         versions = body.get("versions") if isinstance(body, dict) else None
         return str(versions[-1]) if isinstance(versions, list) and versions else None
+
+    def follows(self, model_name: str, version: str, within_s: float) -> bool:
+        """Whether the predictor serves ``version`` of ``model_name`` within ``within_s``
+        seconds by itself (its watcher reloads on ``model-promoted``)."""
+        deadline = time.monotonic() + within_s
+        while True:
+            if self.served_version(model_name) == version:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(FOLLOW_POLL_S)
 
     def load(self, model_name: str) -> None:
         """(Re)load ``model_name``: returns once the predictor serves what its source says."""
@@ -130,22 +145,44 @@ class LocalRollout:
         """The version the predictor reports serving; ``None`` if it cannot say."""
         return self.repository.served_version(self.settings.model_name)
 
-    def rollout(self) -> RolloutResult:
+    def rollout(self, promoted: ModelPromoted | None = None) -> RolloutResult:
         name = self.settings.model_name
+        # The predictor's watcher reloads on the promotion's event: wait for it rather than
+        # load a second time; ask only when it does not follow (no watcher, Redis down).
+        if (
+            promoted is not None
+            and promoted.model_name == name
+            and self.repository.follows(name, promoted.version, self.settings.rollout_follow_s)
+        ):
+            return self._result(promoted.version, promoted.previous_version, "followed")
         previous = self.served_version()
         self.repository.load(name)
-        current = self.served_version()
+        return self._result(self.served_version(), previous, "reloaded")
+
+    def _result(self, current: str | None, previous: str | None, how: str) -> RolloutResult:
+        name = self.settings.model_name
         status: RolloutStatus = (
             "unchanged" if current is not None and current == previous else "rolled-out"
         )
-        log.info("predictor reloaded", model_name=name, version=current, previous=previous)
+        log.info(
+            "predictor serves the champion",
+            how=how,
+            model_name=name,
+            version=current,
+            previous=previous,
+        )
+        detail = (
+            "followed the promotion and serves the champion"
+            if how == "followed"
+            else "reloaded the champion"
+        )
         return RolloutResult(
             backend=self.backend,
             status=status,
             model_name=name,
             version=current,
             previous_version=previous,
-            detail=f"the predictor at {self.base_url} reloaded the champion",
+            detail=f"the predictor at {self.base_url} {detail}",
         )
 
 
@@ -184,9 +221,14 @@ class LocalDeployer:
             )
         return detail
 
-    def serve_champion(self, version: str) -> None:  # noqa: ARG002 - the alias names it
-        """Hot-reload the champion (the alias already moved); no request is dropped."""
-        self.champion.load(self.settings.model_name)
+    def serve_champion(self, version: str, *, announced: bool = False) -> None:
+        """Hot-reload the champion (the alias already moved); no request is dropped.
+        ``announced``: a ``model-promoted`` event for ``version`` went out, which the
+        predictor's watcher reloads on; it is waited for before being asked again."""
+        name = self.settings.model_name
+        if announced and self.champion.follows(name, version, self.settings.rollout_follow_s):
+            return
+        self.champion.load(name)
 
     def champion_serves(self, version: str) -> str | None:
         return self._serves(self.champion, self.settings.model_name, version)

@@ -47,7 +47,7 @@ class Deployer(Protocol):
 
     def candidate_ready(self, version: str) -> str | None: ...
 
-    def serve_champion(self, version: str) -> None: ...
+    def serve_champion(self, version: str, *, announced: bool = False) -> None: ...
 
     def champion_serves(self, version: str) -> str | None: ...
 
@@ -320,7 +320,7 @@ class Controller:
                 )
                 if self.announce_model is not None:
                     self.announce_model(event)
-                self.deployer.serve_champion(version)
+                self.deployer.serve_champion(version, announced=self.announce_model is not None)
                 state = self._commit(
                     state.model_copy(update={"champion_switched": True}), announce=False
                 )
