@@ -50,9 +50,9 @@ def test_a_promotion_the_predictor_follows_is_not_loaded_twice(
 def test_a_promotion_the_predictor_does_not_follow_is_loaded_once(
     make_fake_predictor: MakeFakePredictor,
 ) -> None:
-    # No watcher (or Redis down): after rollout_follow_s the rollout asks for the load.
+    # No watcher (or Redis down): after local_rollout_follow_s the rollout asks for the load.
     fake = make_fake_predictor("vroom-forecast", versions=["3", "4"])
-    settings = settings_for(fake, "vroom-forecast", rollout_follow_s=0.3)
+    settings = settings_for(fake, "vroom-forecast", local_rollout_follow_s=0.3)
 
     result = LocalRollout(settings).rollout(promoted())
 

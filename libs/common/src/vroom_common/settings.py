@@ -218,7 +218,7 @@ class Settings(BaseSettings):
     rollout_timeout_s: float = Field(
         default=300.0, gt=0, description="Bound on a rollout (predictor reload or Ready wait)."
     )
-    rollout_follow_s: float = Field(
+    local_rollout_follow_s: float = Field(
         default=10.0,
         ge=0,
         description="How long a local rollout after a promotion waits for the predictor to "

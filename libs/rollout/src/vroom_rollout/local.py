@@ -152,7 +152,9 @@ class LocalRollout:
         if (
             promoted is not None
             and promoted.model_name == name
-            and self.repository.follows(name, promoted.version, self.settings.rollout_follow_s)
+            and self.repository.follows(
+                name, promoted.version, self.settings.local_rollout_follow_s
+            )
         ):
             return self._result(promoted.version, promoted.previous_version, "followed")
         previous = self.served_version()
@@ -226,7 +228,7 @@ class LocalDeployer:
         ``announced``: a ``model-promoted`` event for ``version`` went out, which the
         predictor's watcher reloads on; it is waited for before being asked again."""
         name = self.settings.model_name
-        if announced and self.champion.follows(name, version, self.settings.rollout_follow_s):
+        if announced and self.champion.follows(name, version, self.settings.local_rollout_follow_s):
             return
         self.champion.load(name)
 
