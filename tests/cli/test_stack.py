@@ -40,6 +40,7 @@ from vroom_cli.stack import (
 )
 from vroom_cli.stack.services import find_redis_server
 from vroom_cli.stack.supervisor import Supervisor, SupervisorPaths, pid_alive, render_config
+from vroom_cli.stack.watchdog import Watchdog, read_book
 from vroom_common.errors import DependencyUnavailable
 from vroom_common.settings import Settings, get_settings
 
@@ -272,6 +273,127 @@ def test_a_crashing_service_fails_fast_with_its_log(
         assert status(settings).service("crasher").state in {"stopped", "fatal"}
     finally:
         down(settings)
+
+
+def test_a_service_that_keeps_crashing_is_restarted_until_it_stays_up(
+    tmp_path: Path,
+    make_stack_settings: MakeStackSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke: Invoke,
+) -> None:
+    # It comes up, is killed, then dies on its next 8 starts (faster than startsecs):
+    # supervisord alone gives up after 4 of them; the watchdog keeps starting it.
+    starts = tmp_path / "starts"
+    script = (
+        f"n=$(cat {starts} 2>/dev/null || echo 0); echo $((n + 1)) > {starts}; "
+        'if [ "$n" -ge 1 ] && [ "$n" -le 8 ]; then echo "crash $n" >&2; exit 4; fi; '
+        "exec sleep 3600"
+    )
+    flaky = ServiceSpec(
+        name="flaky",
+        order=1,
+        command=lambda _settings: ["/bin/sh", "-c", script],
+        port_fields=(),
+        health=lambda _settings: None,
+        url=lambda _settings: "none://",
+    )
+    monkeypatch.setattr(services, "SERVICES", (flaky,))
+    monkeypatch.setattr(control, "SERVICES", (flaky,))
+    settings = make_stack_settings(tmp_path / "state").model_copy(
+        update={"supervisor_backoff_s": 1.0, "supervisor_backoff_max_s": 2.0}
+    )
+    try:
+        first = up(settings).service("flaky")
+        assert first.healthy
+        assert first.pid is not None
+        assert (first.restarts, first.last_exit) == (0, "")
+        os.kill(first.pid, signal.SIGKILL)
+
+        def back_up() -> bool:
+            current = status(settings).service("flaky")
+            return current.state == "running" and current.pid not in (None, first.pid)
+
+        _wait_for(back_up, timeout=120)
+        assert int(starts.read_text()) == 10  # the first start, 8 crashes, the one that stays
+        revived = status(settings).service("flaky")
+        assert revived.restarts == 9
+        assert revived.last_exit == "exit status 4"
+        assert pid_alive(revived.pid or 0)
+        monkeypatch.setenv("COLUMNS", "200")  # one table row per line
+        result = invoke("status", "--state-dir", str(settings.state_dir))
+        row = next(line for line in result.output.splitlines() if "flaky" in line)
+        assert [
+            cell.strip() for i, cell in enumerate(row.split("│")[1:-1]) if i in {0, 1, 5, 6}
+        ] == ["flaky", "running", "9", "exit status 4"]
+        watchdog_log = (settings.state_dir / "logs" / "watchdog.log").read_text()
+        assert watchdog_log.count('"restart scheduled"') == 2
+
+        # Killed from outside, each time faster than it starts: still never left down.
+        supervisor = Supervisor(settings)
+        assert revived.pid is not None
+        os.kill(revived.pid, signal.SIGKILL)
+        killed: set[int] = {first.pid, revived.pid}
+        deadline = time.monotonic() + 120
+        while len(killed) < 2 + 5:
+            assert time.monotonic() < deadline, f"only {len(killed) - 2} restarts to kill"
+            info = supervisor.process_info("flaky")
+            pid = info.pid if info else None
+            if pid and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            time.sleep(0.02)
+        _wait_for(lambda: status(settings).service("flaky").pid not in (None, *killed), 120)
+        _wait_for(lambda: status(settings).service("flaky").state == "running", 10)
+        assert status(settings).service("flaky").restarts == 9 + 6
+        assert status(settings).service("flaky").last_exit == "terminated by SIGKILL"
+    finally:
+        down(settings)
+
+
+def test_a_service_killed_by_a_signal_is_reported_by_its_signal(tmp_path: Path) -> None:
+    class Rpc:
+        def __init__(self) -> None:
+            self.started: list[str] = []
+
+        def getProcessInfo(self, name: str) -> dict[str, object]:  # noqa: N802
+            return {"name": name, "exitstatus": -1, "spawnerr": ""}
+
+        def readLog(self, _offset: int, _length: int) -> str:  # noqa: N802
+            return (
+                "2026-12-04 17:08:13,795 WARN exited: svc (exit status 4; not expected)\n"
+                "2026-12-04 17:08:14,101 WARN exited: svc (terminated by SIGKILL; not expected)\n"
+                "2026-12-04 17:08:14,200 WARN exited: svc2 (exit status 1; not expected)\n"
+            )
+
+        def startProcess(self, name: str, _wait: bool) -> bool:  # noqa: N802
+            self.started.append(name)
+            return True
+
+    rpc = Rpc()
+    dog = Watchdog(rpc, tmp_path / "book.json", base=2.0, cap=5.0)
+    events = [
+        ("PROCESS_STATE_RUNNING", {"from_state": "STARTING"}, 0.0),
+        ("PROCESS_STATE_EXITED", {"from_state": "RUNNING", "expected": "0"}, 1.0),
+        ("PROCESS_STATE_STARTING", {"from_state": "EXITED"}, 1.0),
+        ("PROCESS_STATE_BACKOFF", {"from_state": "STARTING"}, 1.5),
+        ("PROCESS_STATE_FATAL", {"from_state": "BACKOFF"}, 2.0),
+    ]
+    for event, payload, now in events:
+        dog.handle(event, {"processname": "svc", **payload}, now)
+    book = read_book(tmp_path / "book.json")["svc"]
+    assert (book.restarts, book.last_exit, book.restart_at) == (1, "terminated by SIGKILL", 4.0)
+    dog.handle("TICK_5", {"when": "3"}, 3.9)
+    assert rpc.started == []
+    dog.handle("TICK_5", {"when": "4"}, 4.0)
+    assert rpc.started == ["svc"]
+    # Each further give-up doubles the delay, up to the cap.
+    dog.handle("PROCESS_STATE_FATAL", {"processname": "svc", "from_state": "BACKOFF"}, 10.0)
+    dog.handle("PROCESS_STATE_FATAL", {"processname": "svc", "from_state": "BACKOFF"}, 20.0)
+    assert read_book(tmp_path / "book.json")["svc"].restart_at == 25.0
+    # An explicit stop disarms it: a stopped service stays stopped.
+    dog.handle("PROCESS_STATE_STOPPED", {"processname": "svc", "from_state": "STOPPING"}, 21.0)
+    dog.handle("TICK_5", {"when": "30"}, 30.0)
+    assert rpc.started == ["svc"]
 
 
 def test_session_fixtures_reach_redis_and_mlflow(

@@ -25,7 +25,7 @@ _COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 def status_table(current: StackStatus) -> Table:
     title = "vroom local stack" + ("" if current.supervisor_running else " (not running)")
     table = Table(title=title)
-    for column in ("service", "state", "pid", "port", "healthy", "url"):
+    for column in ("service", "state", "pid", "port", "healthy", "restarts", "last exit", "url"):
         table.add_column(column)
     for service in current.services:
         healthy = Text("yes", style="green") if service.healthy else Text("no", style="red")
@@ -35,6 +35,8 @@ def status_table(current: StackStatus) -> Table:
             str(service.pid or "-"),
             ", ".join(str(port) for port in service.ports),
             healthy,
+            str(service.restarts),
+            service.last_exit or "-",
             service.url,
         )
     return table

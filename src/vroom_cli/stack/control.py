@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from vroom_cli.stack import watchdog
 from vroom_cli.stack.errors import PortInUse, ServiceFailedToStart
 from vroom_cli.stack.services import SERVICES, ServiceSpec, log_dir, select
 from vroom_cli.stack.supervisor import ProcessInfo, Supervisor, log_size, pid_alive, tail
@@ -47,6 +48,10 @@ class ServiceStatus:
     url: str
     #: Why the health check failed ('' when healthy or not running).
     detail: str = ""
+    #: Times it was started again after dying, since supervisord started.
+    restarts: int = 0
+    #: How it last died ("exit status 3", "terminated by SIGKILL"; '' if never).
+    last_exit: str = ""
 
     @property
     def port(self) -> int | None:
@@ -220,7 +225,10 @@ def _ensure_running(
 
 
 def _service_status(
-    spec: ServiceSpec, settings: Settings, info: ProcessInfo | None
+    spec: ServiceSpec,
+    settings: Settings,
+    info: ProcessInfo | None,
+    record: watchdog.ServiceRecord | None = None,
 ) -> ServiceStatus:
     state = info.state.lower() if info else "stopped"
     healthy, detail = check_health(spec, settings) if state == "running" else (False, "")
@@ -232,6 +240,8 @@ def _service_status(
         healthy=healthy,
         url=spec.url(settings),
         detail=detail,
+        restarts=record.restarts if record else 0,
+        last_exit=record.last_exit if record else "",
     )
 
 
@@ -241,8 +251,12 @@ def status(settings: Settings, services: Iterable[str] | None = None) -> StackSt
     supervisor = Supervisor(settings)
     running = supervisor.is_running()
     infos = supervisor.all_process_info() if running else {}
+    book = supervisor.restart_book() if running else {}
     return StackStatus(
-        services=tuple(_service_status(spec, settings, infos.get(spec.name)) for spec in specs),
+        services=tuple(
+            _service_status(spec, settings, infos.get(spec.name), book.get(spec.name))
+            for spec in specs
+        ),
         supervisor_running=running,
     )
 
@@ -296,7 +310,7 @@ def down(settings: Settings, timeout: float = SUPERVISOR_TIMEOUT) -> StackStatus
             known = [spec.name for spec in reversed(SERVICES)]
             order = [n for n in infos if n not in known] + [n for n in known if n in infos]
             for name in order:
-                if infos[name].state in _IN_FLIGHT:
+                if infos[name].state in _IN_FLIGHT and name != watchdog.NAME:
                     log.info("stopping service", service=name)
                     stopped.append(name)
                 supervisor.stop_process(name)

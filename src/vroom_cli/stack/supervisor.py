@@ -24,6 +24,7 @@ from typing import Any, Final, cast
 
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
+from vroom_cli.stack import watchdog
 from vroom_cli.stack.errors import SupervisorUnavailable
 from vroom_cli.stack.services import ServiceSpec, log_dir
 from vroom_common.settings import Settings
@@ -43,6 +44,8 @@ class SupervisorPaths:
     socket: Path
     logfile: Path
     launch_log: Path
+    #: The watchdog's restart book (see ``watchdog``).
+    restarts: Path
 
     @classmethod
     def for_state(cls, state_dir: Path) -> SupervisorPaths:
@@ -59,6 +62,7 @@ class SupervisorPaths:
             socket=socket,
             logfile=state_dir / "logs" / "supervisord.log",
             launch_log=state_dir / "logs" / "supervisord.launch.log",
+            restarts=directory / "restarts.json",
         )
 
 
@@ -140,6 +144,33 @@ def render_config(
         "",
         "[supervisorctl]",
         f"serverurl=unix://{_ini(str(paths.socket))}",
+        "",
+        # supervisord gives a service up (FATAL) after startretries quick crashes; the
+        # watchdog starts it again with a growing back-off, forever.
+        f"[eventlistener:{watchdog.NAME}]",
+        "command="
+        + _ini(
+            shlex.join(
+                [
+                    sys.executable,
+                    "-c",  # not -m: the package imports the module before runpy would
+                    f"from {watchdog.__name__} import main; main()",
+                    str(paths.restarts),
+                    "--base",
+                    str(settings.supervisor_backoff_s),
+                    "--max",
+                    str(settings.supervisor_backoff_max_s),
+                ]
+            )
+        ),
+        "events=PROCESS_STATE,TICK_5",
+        "autostart=true",
+        "autorestart=true",
+        "buffer_size=200",
+        "stdout_logfile=NONE",  # stdout carries the listener protocol
+        f"stderr_logfile={_ini(str(log_dir(settings) / (watchdog.NAME + '.log')))}",
+        "stderr_logfile_maxbytes=5MB",
+        "stderr_logfile_backups=2",
     ]
     for spec, command in programs:
         env = {"PYTHONUNBUFFERED": "1", **spec.env(settings)}
@@ -265,6 +296,7 @@ class Supervisor:
     def launch(self, programs: Sequence[tuple[ServiceSpec, list[str]]], timeout: float) -> None:
         """Write the config and start supervisord (it daemonizes); wait until it answers."""
         self.write_config(programs)
+        self.paths.restarts.unlink(missing_ok=True)  # a new supervisord, a new book
         command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.paths.config)]
         with self.paths.launch_log.open("ab") as out:
             result = subprocess.run(
@@ -322,6 +354,9 @@ class Supervisor:
             raw = cast(list[dict[str, Any]], rpc.getAllProcessInfo())
         infos = (ProcessInfo.from_rpc(item) for item in raw)
         return {info.name: info for info in infos}
+
+    def restart_book(self) -> dict[str, watchdog.ServiceRecord]:
+        return watchdog.read_book(self.paths.restarts)
 
     def start_process(self, name: str) -> None:
         """Spawn the program without waiting for it; a start already under way is fine."""

@@ -129,6 +129,15 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default=Path(".vroom"), description="Root of all local state (databases, stores, logs)."
     )
+    supervisor_backoff_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Local stack: first delay before a service that keeps crashing on start "
+        "is started again; it doubles on every further give-up.",
+    )
+    supervisor_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="Local stack: the longest delay between such restarts."
+    )
 
     # --- ports (every one configurable) ------------------------------------------------
     host: str = Field(
