@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 #: Version of the payload schemas below; bump on an incompatible change.
 SCHEMA_VERSION: Final = 1
+#: Default approximate cap (XADD MAXLEN ~) of every stream we write; settings may lower it.
+STREAM_MAXLEN: Final = 10_000
 
 #: Pipeline (DAG) ids, shared with Airflow and the gateway's /materialize and /train.
 DAG_MATERIALIZE: Final = "vroom_forecast_materialize"
@@ -187,14 +189,14 @@ def decode(fields: dict[bytes, bytes] | dict[str, str]) -> Event:
     return _EVENT_ADAPTER.validate_json(raw)
 
 
-def publish(client: redis.Redis, event: Event, maxlen: int = 10_000) -> str:
+def publish(client: redis.Redis, event: Event, maxlen: int = STREAM_MAXLEN) -> str:
     """Append an event to its stream (capped at about ``maxlen``); returns the entry id."""
     fields: dict[Any, Any] = dict(encode(event))
     entry_id = client.xadd(STREAM_OF[event.type], fields, maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
-async def publish_async(client: aioredis.Redis, event: Event, maxlen: int = 10_000) -> str:
+async def publish_async(client: aioredis.Redis, event: Event, maxlen: int = STREAM_MAXLEN) -> str:
     """:func:`publish` for asyncio code."""
     fields: dict[Any, Any] = dict(encode(event))
     entry_id = await client.xadd(STREAM_OF[event.type], fields, maxlen=maxlen, approximate=True)
@@ -225,7 +227,7 @@ def dead_letter_fields(
     return entry
 
 
-def queue_publish(pipe: redis.client.Pipeline, event: Event, maxlen: int = 10_000) -> None:
+def queue_publish(pipe: redis.client.Pipeline, event: Event, maxlen: int = STREAM_MAXLEN) -> None:
     """:func:`publish` queued on a pipeline: inside ``MULTI`` it is atomic with the
     pipeline's other commands (the materializer acknowledges work and announces it in
     one transaction, so a crash can never do one without the other)."""

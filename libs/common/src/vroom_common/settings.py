@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from vroom_common.events import STREAM_MAXLEN
+
 #: Placeholder for "derive this path from state_dir".
 _UNSET: Final = Path()
 
@@ -201,7 +203,7 @@ class Settings(BaseSettings):
 
     # --- events --------------------------------------------------------------------------
     stream_maxlen: int = Field(
-        default=10_000, ge=100, description="Approximate cap on every Redis stream we write."
+        default=STREAM_MAXLEN, ge=100, description="Approximate cap on every Redis stream we write."
     )
 
     # --- rollout ---------------------------------------------------------------------------

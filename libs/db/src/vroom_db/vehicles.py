@@ -38,7 +38,9 @@ def insert_vehicle(sessions: sessionmaker[Session], attributes: VehicleFeatures)
         return add_new_arrival(session, attributes)
 
 
-def publish_vehicle_saved(client: redis.Redis, vehicle_id: int, maxlen: int = 10_000) -> bool:
+def publish_vehicle_saved(
+    client: redis.Redis, vehicle_id: int, maxlen: int = events.STREAM_MAXLEN
+) -> bool:
     """Publish ``vehicle-saved``; ``False`` (and a warning) when Redis refuses or is down."""
     try:
         events.publish(client, events.VehicleSaved(vehicle_id=vehicle_id), maxlen=maxlen)
@@ -49,7 +51,7 @@ def publish_vehicle_saved(client: redis.Redis, vehicle_id: int, maxlen: int = 10
 
 
 async def publish_vehicle_saved_async(
-    client: aioredis.Redis, vehicle_id: int, maxlen: int = 10_000
+    client: aioredis.Redis, vehicle_id: int, maxlen: int = events.STREAM_MAXLEN
 ) -> bool:
     """:func:`publish_vehicle_saved` for asyncio code (the gateway)."""
     try:
@@ -90,7 +92,7 @@ def save_vehicle(
         cap = maxlen or target.stream_maxlen
     else:
         vehicle_id = insert_vehicle(target, attributes)
-        cap = maxlen or 10_000
+        cap = maxlen or events.STREAM_MAXLEN
     return SavedVehicle(vehicle_id, publish_vehicle_saved(client, vehicle_id, cap))
 
 

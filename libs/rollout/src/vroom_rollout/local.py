@@ -18,6 +18,7 @@ import structlog
 
 from vroom_common.errors import DependencyUnavailable, NotFound
 from vroom_common.events import ModelPromoted
+from vroom_common.http_errors import error_message
 from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_rollout.base import (
@@ -53,16 +54,6 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
-
-
-def _error_text(response: httpx.Response) -> str:
-    """The predictor's own message (KServe: ``{"error": ...}``, FastAPI: ``{"detail": ...}``)."""
-    body = _json(response)
-    if isinstance(body, dict):
-        for key in ("error", "detail", "message"):
-            if body.get(key):
-                return str(body[key])
-    return response.text.strip()[:500] or response.reason_phrase
 
 
 class PredictorRepository:
@@ -122,12 +113,12 @@ class PredictorRepository:
                 return
             raise NotFound(
                 f"the predictor at {self.base_url} does not serve {model_name!r}: "
-                f"{_error_text(response)}"
+                f"{error_message(response.content, response.reason_phrase)}"
             )
         if not response.is_success:
             raise RolloutFailed(
                 f"the predictor refused to {verb} {model_name!r} (HTTP {response.status_code} "
-                f"from POST {url}): {_error_text(response)}"
+                f"from POST {url}): {error_message(response.content, response.reason_phrase)}"
             )
 
 

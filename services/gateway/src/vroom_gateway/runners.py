@@ -75,6 +75,7 @@ from vroom_common.errors import (
     VroomError,
 )
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, DagId, PipelineCompleted
+from vroom_common.http_errors import error_message
 from vroom_common.settings import Settings
 from vroom_gateway.schemas import TriggeredRun
 from vroom_rollout.kubernetes import api_message, load_api_client
@@ -621,19 +622,6 @@ def airflow_api_base(url: str) -> str:
     return base if base.endswith("/api/v1") else f"{base}/api/v1"
 
 
-def _airflow_detail(response: httpx.Response) -> str:
-    """Airflow's problem JSON ``detail`` (else ``title``), else the body's start."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        for key in ("detail", "title"):
-            if body.get(key):
-                return str(body[key])
-    return response.text[:200] or response.reason_phrase
-
-
 class AirflowRunner:
     """Pipelines as Airflow DAG runs (Airflow 2 stable REST API, basic auth).
 
@@ -701,7 +689,7 @@ class AirflowRunner:
             dag_run_id = str(answer.get("dag_run_id") or run_id)
             log.info("airflow dag run triggered", dag_id=dag_id, dag_run_id=dag_run_id)
             return TriggeredRun(dag_id=dag_id, dag_run_id=dag_run_id)
-        detail = _airflow_detail(response)
+        detail = error_message(response.content, response.reason_phrase)
         if status == 409:
             raise Conflict(f"Airflow already has run {run_id} of DAG {dag_id}: {detail}")
         if status in (401, 403):

@@ -117,7 +117,9 @@ class LeaseLost(Conflict):
 class RolloutStore:
     """The rollout state of one model, for the controller and the command line."""
 
-    def __init__(self, client: redis.Redis, model_name: str, maxlen: int = 10_000) -> None:
+    def __init__(
+        self, client: redis.Redis, model_name: str, maxlen: int = events.STREAM_MAXLEN
+    ) -> None:
         self.client = client
         self.model_name = model_name
         self.maxlen = maxlen

@@ -8,7 +8,6 @@ the gateway's CPU; aiohttp's C-accelerated client a fraction of it.)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -19,6 +18,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput, NotFound
+from vroom_common.http_errors import error_message
 from vroom_common.observability import REQUEST_ID_HEADER, current_request_id
 from vroom_common.schemas import VehicleFeatures
 from vroom_features import FEATURE_NAMES
@@ -37,18 +37,6 @@ _VEHICLES: Final = TypeAdapter(list[VehicleFeatures])
 
 #: Connections kept to the feature service.
 POOL_SIZE: Final = 100
-
-
-def _detail(body: bytes) -> str:
-    """The service's own message (``{"detail": ...}``), else the start of the body."""
-    text = body.decode("utf-8", "replace")
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return text[:500]
-    if isinstance(parsed, dict) and "detail" in parsed:
-        return str(parsed["detail"])
-    return text[:500]
 
 
 class FeatureServiceClient:
@@ -103,12 +91,12 @@ class FeatureServiceClient:
             ) from exc
         if status >= 500:
             raise DependencyUnavailable(
-                FEATURE_SERVICE, f"{self.base_url}{path}: {status} {_detail(payload)}"
+                FEATURE_SERVICE, f"{self.base_url}{path}: {status} {error_message(payload)}"
             )
         if status == 404:
-            raise NotFound(_detail(payload))
+            raise NotFound(error_message(payload))
         if status >= 400:
-            raise InvalidInput(f"the feature service refused the input: {_detail(payload)}")
+            raise InvalidInput(f"the feature service refused the input: {error_message(payload)}")
         return orjson.loads(payload)
 
     async def _post(self, path: str, body: Any) -> Any:
