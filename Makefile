@@ -19,7 +19,8 @@ setup:  ## install uv (if missing), the locked dependencies and a Redis server
 	$(UV) sync --frozen
 	scripts/ensure-redis.sh
 
-test: setup  ## the test suite (starts its own Redis and MLflow)
+test: setup  ## the test suite (starts its own Redis, MLflow and PostgreSQL)
+	scripts/ensure-postgres.sh
 	scripts/ensure-deb-tool.sh hey hey "vroom bench drives the gateway with it" optional
 	scripts/ensure-deb-tool.sh chromium chromium "the browser tests drive it with Playwright"
 	$(UV) run pytest

@@ -8,7 +8,6 @@ experiment and model names instead of cleaning it.
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +20,8 @@ from mlflow.artifacts import download_artifacts
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from tests.ports import free_ports
+from tests.postgres import PostgresServer, postgres_server
 from tests.realdata import REAL_DATA_DIR
 from vroom_cli.stack import StackStatus, down, up
 from vroom_common import events
@@ -34,18 +35,6 @@ from vroom_pipelines.pipeline import PipelineSummary, run_pipeline
 STACK_SERVICES = ("redis", "mlflow")
 
 MakeStackSettings = Callable[[Path], Settings]
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS says are free right now (held together so they are distinct)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -185,3 +174,21 @@ def register_model_dir(settings: Settings, model_dir: Path, score: float) -> str
     client.log_artifacts(run.info.run_id, str(model_dir), "model")
     client.set_terminated(run.info.run_id)
     return register(client, settings.model_name, run.info.run_id, f"{run.info.artifact_uri}/model")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's private PostgreSQL server (started on first use)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database on each backend we support: its SQLAlchemy URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'vroom.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    with server.database() as url:
+        yield url

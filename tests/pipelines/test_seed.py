@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from tests.realdata import REAL_DATA_DIR, needs_real_data
 from vroom_common.errors import Conflict, DataValidationError, InvalidInput
 from vroom_common.settings import Settings
-from vroom_db import Reservation, Vehicle, create_schema, make_engine, make_session_factory
+from vroom_db import Reservation, Vehicle, make_engine, make_session_factory, migrate
 from vroom_db.queries import vehicles_with_label
 from vroom_pipelines.seed import (
     FleetData,
@@ -61,14 +61,15 @@ def replaced(lines: list[str], line_number: int, new: str) -> list[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(state_dir=tmp_path / "state")
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Each test runs on SQLite and on PostgreSQL."""
+    return Settings(state_dir=tmp_path / "state", database_url=database_url)
 
 
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
     engine = make_engine(settings.database_url)
-    create_schema(engine)
+    migrate(engine)
     yield engine
     engine.dispose()
 

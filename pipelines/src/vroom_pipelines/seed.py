@@ -34,7 +34,8 @@ from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from vroom_common.errors import Conflict, DataValidationError
 from vroom_common.schemas import RAW_ATTRIBUTES, VehicleFeatures
 from vroom_common.settings import Settings
-from vroom_db import Reservation, Vehicle, create_schema, make_engine
+from vroom_db import Reservation, Vehicle, make_engine, migrate
+from vroom_db.queries import realign_vehicle_ids
 
 log = structlog.get_logger(__name__)
 
@@ -411,7 +412,7 @@ def write_fleet(engine: Engine, fleet: FleetData) -> SeedSummary:
             nothing is written.
     """
     started = time.perf_counter()
-    create_schema(engine)
+    migrate(engine)
     with engine.begin() as conn:
         existing: dict[int, str] = dict(
             conn.execute(select(Vehicle.vehicle_id, Vehicle.source)).all()
@@ -441,6 +442,7 @@ def write_fleet(engine: Engine, fleet: FleetData) -> SeedSummary:
         ]
         if new_rows:
             conn.execute(insert(Vehicle), new_rows)
+            realign_vehicle_ids(conn)
         if changed_rows:
             # Existing fleet vehicles: new attribute values, same created_at, and their
             # reservations replaced below. (New vehicles have none: foreign key.)

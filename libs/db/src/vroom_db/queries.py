@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import Connection, case, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from vroom_common.schemas import RAW_ATTRIBUTES, VehicleFeatures, VehicleSource
@@ -65,6 +65,22 @@ def raw_vehicles(
 def vehicle_ids(session: Session) -> list[int]:
     """Every vehicle id, ascending."""
     return list(session.scalars(select(Vehicle.vehicle_id).order_by(Vehicle.vehicle_id)))
+
+
+def realign_vehicle_ids(conn: Connection) -> None:
+    """Call after inserting vehicles with explicit ids (the fleet's own).
+
+    PostgreSQL's id sequence does not see such rows, so the next new arrival would be
+    given a fleet vehicle's id and fail; this moves the sequence past the largest id.
+    SQLite needs nothing: it takes the largest id plus one itself.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(
+                "SELECT setval(pg_get_serial_sequence('vehicles', 'vehicle_id'), "
+                "COALESCE((SELECT MAX(vehicle_id) FROM vehicles), 0) + 1, false)"
+            )
+        )
 
 
 def add_new_arrival(session: Session, attributes: VehicleFeatures) -> int:

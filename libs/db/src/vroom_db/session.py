@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from vroom_db.models import Base
+from vroom_db.migrate import migrate
 
 
 def make_engine(database_url: str) -> Engine:
@@ -33,22 +33,17 @@ def make_engine(database_url: str) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables (idempotent)."""
-    Base.metadata.create_all(engine)
-
-
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
 def one_off_session(database_url: str) -> Iterator[Session]:
-    """A session on a short-lived engine: the schema made if missing, the engine disposed
+    """A session on a short-lived engine: the schema migrated, the engine disposed
     afterwards. For a command's or a test's one read; services keep a session factory."""
     engine = make_engine(database_url)
     try:
-        create_schema(engine)
+        migrate(engine)
         with make_session_factory(engine)() as session:
             yield session
     finally:

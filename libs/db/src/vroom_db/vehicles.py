@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from vroom_common import events
 from vroom_common.schemas import VehicleFeatures
 from vroom_common.settings import Settings
+from vroom_db.migrate import migrate
 from vroom_db.queries import add_new_arrival
-from vroom_db.session import create_schema, make_engine, make_session_factory
+from vroom_db.session import make_engine, make_session_factory
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +86,7 @@ def save_vehicle(
     if isinstance(target, Settings):
         engine = make_engine(target.database_url)
         try:
-            create_schema(engine)
+            migrate(engine)
             vehicle_id = insert_vehicle(make_session_factory(engine), attributes)
         finally:
             engine.dispose()

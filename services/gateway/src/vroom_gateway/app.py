@@ -26,7 +26,8 @@ from vroom_common.http import install_error_handler
 from vroom_common.observability import REQUEST_ID_HEADER, install_observability
 from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
-from vroom_db.session import create_schema, make_engine, make_session_factory
+from vroom_db.migrate import migrate
+from vroom_db.session import make_engine, make_session_factory
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.deps import Resources
@@ -83,7 +84,7 @@ def create_app(
             settings.feature_service_url, timeout_s=features_timeout_s or settings.request_timeout_s
         )
         engine = make_engine(settings.database_url)
-        create_schema(engine)
+        migrate(engine)
         redis_client = aioredis.Redis.from_url(
             settings.redis_url,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,

@@ -55,7 +55,7 @@ from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 from vroom_common import events
 from vroom_common.events import MATERIALIZER_GROUP, SCHEMA_VERSION, Stream, VehicleSaved
 from vroom_common.settings import Settings
-from vroom_db import create_schema, make_engine, make_session_factory
+from vroom_db import make_engine, make_session_factory, migrate
 from vroom_db.queries import raw_vehicles, vehicle_ids
 from vroom_features.online import online_rows, read_online, split_found, write_online
 from vroom_features.store import apply_definitions, open_store
@@ -233,7 +233,7 @@ class Materializer:
         if self._engine is None:
             self._engine = make_engine(self.settings.database_url)
             self._sessions = make_session_factory(self._engine)
-        create_schema(self._engine)
+        migrate(self._engine)
         if self._store is None:
             self._store = open_store(self.settings)
         apply_definitions(self._store, self.settings)
