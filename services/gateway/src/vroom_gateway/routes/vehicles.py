@@ -68,7 +68,10 @@ def _delete(
                 f"vehicle {vehicle_id} is a fleet vehicle: only new arrivals (source ui) "
                 "can be deleted"
             )
-        delete_new_arrival(session, vehicle_id)
+        if not delete_new_arrival(session, vehicle_id):
+            # Another request deleted it between our read and our delete (the row lock
+            # makes this one wait, then find nothing): it is gone, once.
+            raise NotFound(f"vehicle {vehicle_id} not found")
         from_thread.run(features.delete_online, vehicle_id)
 
 
