@@ -504,6 +504,23 @@ def test_post_install_job_runs_the_whole_pipeline() -> None:
     assert upgrade["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
 
 
+def test_every_pipeline_pod_migrates_the_database_before_its_steps() -> None:
+    postgres = render(next(p for p in CI_VALUES if p.name == "postgresql-values.yaml"))
+    templates = [one(postgres, "Job")["spec"]["template"]] + [
+        c["spec"]["jobTemplate"]["spec"]["template"] for c in of_kind(postgres, "CronJob")
+    ]
+    for template in templates:
+        inits = template["spec"]["initContainers"]
+        assert [c["name"] for c in inits] == ["wait-for-dependencies", "migrate"]
+        migrate = inits[1]
+        assert migrate["command"] == ["python", "-m", "vroom_pipelines", "migrate"]
+        pipeline = template["spec"]["containers"][0]
+        database = [e for e in pipeline["env"] if e["name"] == "SERVING_DATABASE_URL"]
+        assert database  # the URL from its Secret, the same way as the steps get it
+        assert [e for e in migrate["env"] if e["name"] == "SERVING_DATABASE_URL"] == database
+        assert {m["name"] for m in migrate["volumeMounts"]} >= {"state"}
+
+
 def test_helm_test_pod_and_notes() -> None:
     docs = render()
     pods = of_kind(docs, "Pod")

@@ -83,6 +83,24 @@ spec:
         {{- include "vroom.containerSecurityContext" $root | nindent 8 }}
       volumeMounts:
         {{- include "vroom.tmpMount" $root | nindent 8 }}
+    # The schema is brought to the newest migration before any step touches it (the
+    # services also migrate when they start, under the same lock).
+    - name: migrate
+      image: {{ include "vroom.image" $c }}
+      imagePullPolicy: {{ $root.Values.images.pullPolicy }}
+      command: ["python", "-m", "vroom_pipelines", "migrate"]
+      env:
+        {{- include "vroom.env.base" $root | nindent 8 }}
+        {{- include "vroom.env.state" $root | nindent 8 }}
+        {{- include "vroom.env.database" $root | nindent 8 }}
+      resources:
+        requests: {cpu: 50m, memory: 128Mi}
+        limits: {cpu: 500m, memory: 512Mi}
+      securityContext:
+        {{- include "vroom.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        {{- include "vroom.tmpMount" $root | nindent 8 }}
+        {{- include "vroom.stateMount" $root | nindent 8 }}
   containers:
     - name: pipeline
       image: {{ include "vroom.image" $c }}

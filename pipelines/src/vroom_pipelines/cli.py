@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.engine import make_url
 
 from vroom_common.errors import VroomError
 from vroom_common.events import DAG_MATERIALIZE
@@ -211,6 +212,25 @@ def seed(
     console.print(kv_table("Seeded", _seed_rows(summary)))
 
 
+def migrate_cmd(state_dir: StateDir = None) -> None:
+    """Bring the vehicle database's schema to the newest migration (a no-op when it is)."""
+    from vroom_db import make_engine, migrate
+
+    settings = settings_for(state_dir)
+    with exit_on_error():
+        engine = make_engine(settings.database_url)
+        try:
+            before, after = migrate(engine)
+        finally:
+            engine.dispose()
+    rows: list[tuple[str, object]] = [
+        ("database", make_url(settings.database_url).render_as_string()),
+        ("revision before", before or "none"),
+        ("revision now", after),
+    ]
+    console.print(kv_table("Migrated", rows))
+
+
 def materialize_cmd(state_dir: StateDir = None, dag_run_id: RunId = None) -> None:
     """Compute features from the database into the offline (Parquet) and online (Redis) stores."""
     from vroom_pipelines.materialize import materialize
@@ -335,6 +355,7 @@ def evaluate_cmd(
 
 
 COMMANDS: dict[str, Callable[..., None]] = {
+    "migrate": migrate_cmd,
     "seed": seed,
     "materialize": materialize_cmd,
     "train": train_cmd,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import structlog
 from alembic import command
@@ -25,6 +25,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, inspect, text
+from sqlalchemy.exc import OperationalError
+
+from vroom_common.errors import DependencyUnavailable
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
 #: The revision whose schema ``create_all`` used to make.
@@ -33,6 +36,13 @@ BASELINE: Final = "0001"
 PG_LOCK_KEY: Final = 0x76726F6F6D
 
 log = structlog.get_logger("vroom.db")
+
+
+class Migration(NamedTuple):
+    """The revisions before and after a ``migrate()`` (``None``: no schema)."""
+
+    before: str | None
+    after: str | None
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -57,10 +67,22 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (default: the newest); safe to call concurrently."""
-    if revision == "head" and current_revision(engine) == head_revision():
-        return  # the usual case, without loading the migration scripts
+def migrate(engine: Engine, revision: str = "head") -> Migration:
+    """Bring the schema to ``revision`` (default: the newest); safe to call concurrently.
+
+    Raises:
+        DependencyUnavailable: the database cannot be reached.
+    """
+    try:
+        return _migrate(engine, revision)
+    except OperationalError as exc:
+        where = engine.url.render_as_string()
+        raise DependencyUnavailable("the database", f"{where}: {exc.orig}") from exc
+
+
+def _migrate(engine: Engine, revision: str) -> Migration:
+    if revision == "head" and (current := current_revision(engine)) == head_revision():
+        return Migration(current, current)  # the usual case, without loading the scripts
     with _sqlite_lock(engine.url), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
@@ -74,6 +96,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         after = MigrationContext.configure(connection).get_current_revision()
     if after != before:
         log.info("database migrated", url=engine.url.render_as_string(), before=before, after=after)
+    return Migration(before, after)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
