@@ -17,6 +17,7 @@ import structlog
 
 from vroom_common import events
 from vroom_common.events import DagId, PipelineCompleted
+from vroom_common.redis_clients import redis_client
 from vroom_common.settings import Settings
 from vroom_db import one_off_session
 from vroom_db.queries import fleet_size
@@ -48,7 +49,7 @@ def pipeline_run(settings: Settings, dag_id: DagId, run_id: str | None = None) -
         state = "success"
     finally:
         event = PipelineCompleted(dag_id=dag_id, dag_run_id=run_id, state=state)  # type: ignore[arg-type]
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+        client = redis_client(settings)
         try:
             events.publish(client, event, maxlen=settings.stream_maxlen)
         except redis.exceptions.RedisError as exc:

@@ -10,13 +10,14 @@ import httpx
 import redis
 
 from vroom_common.errors import DependencyUnavailable
+from vroom_common.redis_clients import redis_client
 from vroom_common.settings import Settings
 
 _HINT = "is the local stack up? start it with `vroom up --detach`"
 
 
 def check_redis(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    client = redis_client(settings)
     try:
         client.ping()
     except redis.exceptions.RedisError as exc:

@@ -37,6 +37,7 @@ from mlflow.tracking import MlflowClient
 from vroom_common import events
 from vroom_common.errors import NotFound, PipelineFailed
 from vroom_common.events import ModelPromoted
+from vroom_common.redis_clients import redis_client
 from vroom_common.registry import (
     ALIAS_CANDIDATE,
     ALIAS_CHAMPION,
@@ -176,7 +177,7 @@ def rescore(
 
 def _publish(settings: Settings, event: ModelPromoted) -> bool:
     """Emit the event; a Redis outage is reported, not fatal (the alias already moved)."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    client = redis_client(settings)
     try:
         events.publish(client, event, maxlen=settings.stream_maxlen)
         return True

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Final
 
 import httpx
-import redis
 
 from vroom_common.errors import DependencyUnavailable, InvalidInput
+from vroom_common.redis_clients import redis_client
 from vroom_common.settings import Settings
 from vroom_controller.health import heartbeat_path as controller_heartbeat
 from vroom_controller.health import probe as controller_probe
@@ -146,12 +146,7 @@ def _redis_command(settings: Settings) -> list[str]:
 
 
 def _redis_health(settings: Settings) -> None:
-    client = redis.Redis(
-        host=connect_host(settings),
-        port=settings.redis_port,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-    )
+    client = redis_client(settings, url=f"redis://{connect_host(settings)}:{settings.redis_port}/0")
     try:
         if client.ping() is not True:
             raise RuntimeError("PING did not answer PONG")

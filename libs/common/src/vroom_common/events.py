@@ -227,6 +227,19 @@ def dead_letter_fields(
     return entry
 
 
+async def stream_tail_async(client: aioredis.Redis, stream: Stream) -> str:
+    """The id after which new entries of ``stream`` will come (``0-0``: none yet).
+
+    The stream's last generated id, not its newest entry's: entries trimmed or deleted
+    since are not handed out again.
+    """
+    if not await client.exists(stream):
+        return "0-0"
+    info = await client.xinfo_stream(stream)
+    last = info["last-generated-id"]
+    return last.decode() if isinstance(last, bytes) else str(last)
+
+
 def queue_publish(pipe: redis.client.Pipeline, event: Event, maxlen: int = STREAM_MAXLEN) -> None:
     """:func:`publish` queued on a pipeline: inside ``MULTI`` it is atomic with the
     pipeline's other commands (the materializer acknowledges work and announces it in

@@ -156,6 +156,16 @@ class Settings(BaseSettings):
 
     # --- service URLs (derived from the ports unless set) --------------------------------
     redis_url: str = Field(default="", validation_alias=_env("REDIS_URL"))
+    # One policy for every Redis client (vroom_common.redis_clients).
+    redis_connect_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="Connecting to Redis gives up after this."
+    )
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="A Redis command (besides a blocking read's wait)."
+    )
+    redis_retries: int = Field(
+        default=1, ge=0, le=10, description="Retries of a Redis command that failed to connect."
+    )
     mlflow_uri: str = Field(default="", validation_alias=_env("MLFLOW_URI"))
     predictor_url: str = Field(
         default="", description="REST base URL of the predictor (default: host + HTTP port)."

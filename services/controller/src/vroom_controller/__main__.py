@@ -10,7 +10,6 @@ import argparse
 import signal
 import threading
 from types import FrameType
-from typing import Final
 
 import redis
 import structlog
@@ -18,13 +17,13 @@ import structlog
 from vroom_common import events
 from vroom_common.events import ModelPromoted
 from vroom_common.logs import configure_logging
+from vroom_common.redis_clients import redis_client
 from vroom_common.settings import Settings, get_settings
 from vroom_controller.health import DEFAULT_MAX_AGE_S, beat, heartbeat_path, probe
 
 log = structlog.get_logger(__name__)
 
 #: (connect, read) bound of every Redis call: blocking reads use shorter blocks.
-REDIS_TIMEOUT_S: Final = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +49,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     from vroom_rollout.progressive.registry import RolloutRegistry  # noqa: PLC0415
     from vroom_rollout.progressive.store import RolloutStore  # noqa: PLC0415
 
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
-        health_check_interval=30,
-    )
+    client = redis_client(settings)
 
     def announce(event: ModelPromoted) -> None:
         try:

@@ -20,8 +20,6 @@ import redis.asyncio as aioredis
 import structlog
 from feast import FeatureStore, FeatureView
 from feast.errors import FeatureViewNotFoundException
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from vroom_common.errors import DependencyUnavailable
 from vroom_common.settings import Settings
@@ -40,9 +38,6 @@ log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 
-#: Seconds our own Redis client waits to connect, and for a reply.
-REDIS_CONNECT_TIMEOUT_S: Final = 1.0
-REDIS_TIMEOUT_S: Final = 2.0
 #: Keys fetched per SCAN round trip when counting the project's keys.
 _SCAN_BATCH: Final = 1000
 
@@ -56,25 +51,6 @@ def public_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}{host}:{parts.port}" if parts.port else f"{user}{host}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _fail_fast() -> dict[str, Any]:
-    """Client options that fail fast: short timeouts, no retries."""
-    return {
-        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
-        "socket_timeout": REDIS_TIMEOUT_S,
-        "retry": Retry(NoBackoff(), 0),
-    }
-
-
-def make_redis_client(settings: Settings) -> redis.Redis:
-    """A blocking client that fails fast (deletes, store facts, readiness)."""
-    return redis.Redis.from_url(settings.redis_url, **_fail_fast())
-
-
-def make_async_redis_client(settings: Settings) -> aioredis.Redis:
-    """A pooled asyncio client that fails fast (the lookups)."""
-    return aioredis.Redis.from_url(settings.redis_url, **_fail_fast())
 
 
 class NotRegistered(DependencyUnavailable):

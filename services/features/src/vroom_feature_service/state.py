@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vroom_common.redis_clients import async_redis_client, redis_client
 from vroom_common.settings import Settings
 from vroom_feature_service.offline import OfflineStore
 from vroom_feature_service.online import (
     FeastBackend,
-    make_async_redis_client,
-    make_redis_client,
 )
 from vroom_features.store import open_store
 
@@ -28,8 +27,8 @@ class ServiceState:
         feast = FeastBackend(
             settings,
             open_store(settings),
-            make_redis_client(settings),
-            make_async_redis_client(settings),
+            redis_client(settings),
+            async_redis_client(settings),
         )
         offline = OfflineStore(settings.offline_store_path, offline_check_interval_s)
         offline.snapshot()

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
 
-import redis.asyncio as aioredis
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.routing import iter_route_contexts
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from vroom_common.http import install_error_handler
 from vroom_common.observability import REQUEST_ID_HEADER, install_observability
+from vroom_common.redis_clients import async_redis_client
 from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_db.migrate import migrate
@@ -51,7 +51,6 @@ log = structlog.get_logger(__name__)
 
 #: Redis connect/read bounds: a request that publishes an event must not hang on a
 #: Redis that is down (SSE reads block longer, with their own per-call timeout).
-REDIS_SOCKET_TIMEOUT_S = 2.0
 
 
 def create_app(
@@ -85,12 +84,7 @@ def create_app(
         )
         engine = make_engine(settings.database_url)
         migrate(engine)
-        redis_client = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-            health_check_interval=30,
-        )
+        redis_client = async_redis_client(settings)
         candidate = PredictorClient(
             settings.candidate_predictor_grpc_target,
             candidate_name(settings.model_name),

@@ -76,6 +76,7 @@ from vroom_common.errors import (
 )
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, DagId, PipelineCompleted
 from vroom_common.http_errors import error_message
+from vroom_common.redis_clients import async_redis_client
 from vroom_common.settings import Settings
 from vroom_gateway.schemas import TriggeredRun
 from vroom_rollout.kubernetes import api_message, load_api_client
@@ -297,9 +298,7 @@ class LocalRunner:
 
     def _client(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(
-                self.settings.redis_url, socket_connect_timeout=3, socket_timeout=5
-            )
+            self._redis = async_redis_client(self.settings)
         return self._redis
 
     async def _ensure_completed(self, run: LocalRun, state: Literal["success", "failed"]) -> None:

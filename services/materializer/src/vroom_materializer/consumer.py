@@ -46,14 +46,13 @@ import sqlalchemy.exc
 import structlog
 from feast import FeatureStore
 from pydantic import ValidationError
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from vroom_common import events
 from vroom_common.events import MATERIALIZER_GROUP, SCHEMA_VERSION, Stream, VehicleSaved
+from vroom_common.redis_clients import redis_client
 from vroom_common.settings import Settings
 from vroom_db import make_engine, make_session_factory, migrate
 from vroom_db.queries import raw_vehicles, vehicle_ids
@@ -168,16 +167,9 @@ class Materializer:
         self.consumer = self.options.consumer
         self.stats: Counter[str] = Counter()
         self.heartbeat = Heartbeat(heartbeat_path(settings.state_dir), self.consumer)
-        # A blocking read waits block_ms: the socket must wait longer than that.
-        # Retries are ours (backoff, heartbeat, stop): the client tries a command once more
-        # at most, so an outage surfaces in seconds rather than after its own long backoff.
-        self._redis = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=self.options.block_ms / 1000 + 10,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
-        )
+        # A blocking read waits block_ms: the socket must wait longer than that. Longer
+        # outages are retried by the loop (backoff, heartbeat, stop), not the client.
+        self._redis = redis_client(settings, block_s=self.options.block_ms / 1000)
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._store: FeatureStore | None = None

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         source = RegistrySource(args.mlflow_uri, args.model_name, args.alias, cache / "models")
     on_swap = (
-        model_loaded_publisher(args.redis_url, args.model_name, settings.stream_maxlen)
+        model_loaded_publisher(settings, args.redis_url, args.model_name)
         if args.redis_url
         else None
     )
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     server.model_repository_extension = RepositoryExtension(repository)
     add_error_handlers(rest_app)
     if args.redis_url and args.model_dir is None:
-        server.servers.append(watch_promotions(champion, args.redis_url))
+        server.servers.append(watch_promotions(champion, settings, args.redis_url))
     freeze_heap()  # the models are loaded: what is alive now lives as long as the server
     # The models are registered through the repository: start() with no list, so a
     # server without a champion yet comes up (not ready) instead of refusing to start.

@@ -22,9 +22,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
-import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -38,8 +37,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from vroom_common import events
 from vroom_common.events import ModelLoaded, ModelPromoted, Stream
+from vroom_common.redis_clients import async_redis_client
+from vroom_common.settings import Settings
 from vroom_predictor.loading import LoadedModel, ModelLoadError
 from vroom_predictor.model import InvalidPrediction, LoadFailed, OnSwap, ReservationModel
+
+#: The longest a read of the models stream blocks, in milliseconds.
+_BLOCK_MS: Final = 5000
 
 log = structlog.get_logger(__name__)
 
@@ -136,15 +140,15 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidPrediction, _invalid_prediction)
 
 
-def model_loaded_publisher(redis_url: str, model_name: str, maxlen: int) -> OnSwap:
+def model_loaded_publisher(settings: Settings, redis_url: str, model_name: str) -> OnSwap:
     """An ``on_swap`` callback publishing ``model-loaded`` (best effort: a Redis outage
     is logged, the swap stands)."""
 
     async def publish_loaded(loaded: LoadedModel) -> None:
-        client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        client = async_redis_client(settings, url=redis_url)
         event = ModelLoaded(model_name=model_name, version=loaded.version, run_id=loaded.run_id)
         try:
-            await events.publish_async(client, event, maxlen)
+            await events.publish_async(client, event, settings.stream_maxlen)
         except RedisError as exc:
             log.warning("model-loaded event not published", error=str(exc))
         finally:
@@ -153,16 +157,7 @@ def model_loaded_publisher(redis_url: str, model_name: str, maxlen: int) -> OnSw
     return publish_loaded
 
 
-async def _stream_tail(client: aioredis.Redis) -> str:
-    """The id after which new entries of the models stream will come."""
-    if not await client.exists(Stream.MODELS):
-        return "0-0"
-    info = await client.xinfo_stream(Stream.MODELS)
-    last = info["last-generated-id"]
-    return last.decode() if isinstance(last, bytes) else str(last)
-
-
-async def watch_promotions(model: ReservationModel, redis_url: str) -> None:
+async def watch_promotions(model: ReservationModel, settings: Settings, redis_url: str) -> None:
     """Reload ``model`` (the champion) on every ``model-promoted`` for it; reconnects
     while Redis is down.
 
@@ -173,12 +168,14 @@ async def watch_promotions(model: ReservationModel, redis_url: str) -> None:
     model.watcher = asyncio.current_task()  # model.stop() cancels it at shutdown
     last_id: str | None = None
     try:
-        await _watch(model, redis_url, last_id)
+        await _watch(model, settings, redis_url, last_id)
     except asyncio.CancelledError:
         log.info("promotion watcher stopped")
 
 
-async def _watch(model: ReservationModel, redis_url: str, last_id: str | None) -> None:
+async def _watch(
+    model: ReservationModel, settings: Settings, redis_url: str, last_id: str | None
+) -> None:
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(RedisError),
         wait=wait_exponential(multiplier=0.5, max=10),
@@ -188,13 +185,15 @@ async def _watch(model: ReservationModel, redis_url: str, last_id: str | None) -
         ),
     ):
         with attempt:
-            client = aioredis.Redis.from_url(redis_url)
+            client = async_redis_client(settings, url=redis_url, block_s=_BLOCK_MS / 1000)
             try:
                 if last_id is None:
-                    last_id = await _stream_tail(client)
+                    last_id = await events.stream_tail_async(client, Stream.MODELS)
                 log.info("watching promotions", stream=Stream.MODELS.value, after=last_id)
                 while True:
-                    batches = await client.xread({Stream.MODELS: last_id}, block=5000, count=10)
+                    batches = await client.xread(
+                        {Stream.MODELS: last_id}, block=_BLOCK_MS, count=10
+                    )
                     for _stream, entries in batches:
                         for entry_id, fields in entries:
                             last_id = entry_id.decode()

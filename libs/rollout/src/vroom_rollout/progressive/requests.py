@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from vroom_common.errors import Conflict, DependencyUnavailable, VroomError
 from vroom_common.events import RolloutRequested
+from vroom_common.redis_clients import redis_client
 from vroom_common.settings import Settings
 from vroom_rollout.progressive.machine import RolloutState
 from vroom_rollout.progressive.signals import VersionSignals
@@ -72,7 +73,7 @@ def request(
     settings: Settings, command: RolloutRequested, timeout_s: float = ANSWER_TIMEOUT_S
 ) -> RolloutState:
     """Send ``command`` and wait for the controller's answer (blocking)."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    client = redis_client(settings)
     try:
         store = RolloutStore(client, settings.model_name, settings.stream_maxlen)
         entry_id = store.request(command)
@@ -99,7 +100,7 @@ class Snapshot:
 
 def current(settings: Settings) -> Snapshot:
     """The stored state, its current step's signals and the lease holder (blocking)."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    client = redis_client(settings)
     try:
         store = RolloutStore(client, settings.model_name, settings.stream_maxlen)
         state = store.load()

@@ -57,12 +57,6 @@ def _entry_id(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-async def stream_tail(client: aioredis.Redis, stream: Stream) -> str:
-    """The id of the newest entry of ``stream`` (``0-0`` when empty or missing)."""
-    newest = await client.xrevrange(stream, count=1)
-    return _entry_id(newest[0][0]) if newest else "0-0"
-
-
 def message(payload: Payload, entry_id: str | None) -> ServerSentEvent:
     """One SSE message: ``id:`` the stream entry id, ``data:`` the payload as JSON."""
     return ServerSentEvent(data=json.dumps(payload, separators=(",", ":")), id=entry_id)
@@ -76,7 +70,7 @@ async def follow(
     while True:
         try:
             if cursor == "$":  # started while Redis was down: pin the cursor first
-                cursor = await stream_tail(client, stream)
+                cursor = await events.stream_tail_async(client, stream)
             answer = await client.xread({stream: cursor}, count=_BATCH, block=_BLOCK_MS)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("event stream paused: redis unavailable", stream=stream, error=str(exc))
@@ -105,7 +99,7 @@ async def start(client: aioredis.Redis, stream: Stream, last_event_id: str | Non
     if last_event_id is not None:
         return last_event_id
     try:
-        return await stream_tail(client, stream)
+        return await events.stream_tail_async(client, stream)
     except (redis.ConnectionError, redis.TimeoutError):
         return "$"  # Redis is down: start from whatever comes once it is back
 
