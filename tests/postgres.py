@@ -28,8 +28,11 @@ SUPERUSER = "postgres"
 
 
 def _binary(name: str) -> str:
-    installed = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)
-    found = shutil.which(name) or (str(installed[0]) if installed else None)
+    # Debian installs each major version under /usr/lib/postgresql/<major>/: the newest.
+    installed = sorted(
+        Path("/usr/lib/postgresql").glob(f"[0-9]*/bin/{name}"), key=lambda p: int(p.parts[-3])
+    )
+    found = shutil.which(name) or (str(installed[-1]) if installed else None)
     if found is None:
         raise RuntimeError(
             f"{name} not found: run scripts/ensure-postgres.sh (Debian 'postgresql')"

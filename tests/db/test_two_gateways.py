@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from tests.conftest import start_stack
+from tests.feature_service.conftest import random_vehicles
 from tests.ports import free_ports
 from tests.postgres import PostgresServer
 from vroom_cli.stack import down
@@ -100,17 +101,6 @@ def gateways(
             down(settings)
 
 
-def _attributes(rng: random.Random) -> dict[str, Any]:
-    return {
-        "technology": rng.randint(0, 1),
-        "actual_price": round(rng.uniform(20, 200), 2),
-        "recommended_price": round(rng.uniform(20, 200), 2),
-        "num_images": rng.randint(0, 20),
-        "street_parked": rng.randint(0, 1),
-        "description": rng.randint(0, 500),
-    }
-
-
 def test_concurrent_saves_and_deletes_on_two_gateways_lose_nothing(
     gateways: tuple[Settings, list[str]],
 ) -> None:
@@ -123,12 +113,12 @@ def test_concurrent_saves_and_deletes_on_two_gateways_lose_nothing(
 
     def work(client_no: int) -> tuple[dict[int, dict[str, Any]], set[int], list[str]]:
         rng = random.Random(client_no)
+        bodies = random_vehicles(SAVES_PER_CLIENT, seed=client_no)
         kept: dict[int, dict[str, Any]] = {}
         deleted: set[int] = set()
         failures: list[str] = []
         with httpx.Client(timeout=30) as client:
-            for i in range(SAVES_PER_CLIENT):
-                body = _attributes(rng)
+            for i, body in enumerate(bodies):
                 saved = client.post(f"{urls[(client_no + i) % 2]}/vehicles", json=body)
                 if saved.status_code != 200:
                     failures.append(f"save {saved.status_code} {saved.text}")
@@ -169,11 +159,10 @@ def test_a_vehicle_deleted_through_both_gateways_at_once_is_deleted_once(
     gateways: tuple[Settings, list[str]],
 ) -> None:
     _settings, urls = gateways
-    rng = random.Random(99)
     with httpx.Client(timeout=30) as client:
         ids = [
-            client.post(f"{urls[0]}/vehicles", json=_attributes(rng)).json()["vehicle_id"]
-            for _ in range(20)
+            client.post(f"{urls[0]}/vehicles", json=body).json()["vehicle_id"]
+            for body in random_vehicles(20, seed=99)
         ]
 
     def delete(target: tuple[str, int]) -> int:

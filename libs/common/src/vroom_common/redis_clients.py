@@ -28,27 +28,23 @@ _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 0.5
 
 
-def _options(settings: Settings, block_s: float) -> dict[str, Any]:
+def _options(
+    settings: Settings, block_s: float, retry: type[Retry] | type[AsyncRetry]
+) -> dict[str, Any]:
+    backoff = ExponentialBackoff(cap=_BACKOFF_CAP_S, base=_BACKOFF_BASE_S)
     return {
         "socket_connect_timeout": settings.redis_connect_timeout_s,
         "socket_timeout": settings.redis_timeout_s + block_s,
         "health_check_interval": HEALTH_CHECK_S,
+        "retry": retry(backoff, settings.redis_retries),
     }
-
-
-def _backoff() -> ExponentialBackoff:
-    return ExponentialBackoff(cap=_BACKOFF_CAP_S, base=_BACKOFF_BASE_S)
 
 
 def redis_client(
     settings: Settings, *, url: str | None = None, block_s: float = 0.0
 ) -> redis.Redis:
     """A client of ``url`` (default ``settings.redis_url``); bytes responses."""
-    return redis.Redis.from_url(
-        url or settings.redis_url,
-        retry=Retry(_backoff(), settings.redis_retries),
-        **_options(settings, block_s),
-    )
+    return redis.Redis.from_url(url or settings.redis_url, **_options(settings, block_s, Retry))
 
 
 def async_redis_client(
@@ -56,7 +52,5 @@ def async_redis_client(
 ) -> aioredis.Redis:
     """The asyncio twin of :func:`redis_client`."""
     return aioredis.Redis.from_url(
-        url or settings.redis_url,
-        retry=AsyncRetry(_backoff(), settings.redis_retries),
-        **_options(settings, block_s),
+        url or settings.redis_url, **_options(settings, block_s, AsyncRetry)
     )
