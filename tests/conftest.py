@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import pytest
 import redis
-from mlflow.artifacts import download_artifacts
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -30,6 +29,7 @@ from vroom_common.events import PipelineCompleted, Stream
 from vroom_common.settings import Settings
 from vroom_features.contract import REGISTRATION_FILE
 from vroom_pipelines.pipeline import PipelineSummary, run_pipeline
+from vroom_registry import ModelRegistry
 
 #: The services the session stack runs.
 STACK_SERVICES = ("redis", "mlflow")
@@ -143,17 +143,10 @@ def champion(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory)
 def champion_model_dir(champion: Champion, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local copy of the session champion's model directory (downloaded once), without
     its registration file: each test registers copies of it as versions of its own."""
-    client = MlflowClient(champion.settings.mlflow_uri)
-    uri = client.get_model_version_download_uri(
-        champion.settings.model_name, champion.summary.train.model_version
-    )
-    model_dir = Path(
-        download_artifacts(
-            artifact_uri=uri,
-            dst_path=str(tmp_path_factory.mktemp("champion-model")),
-            tracking_uri=champion.settings.mlflow_uri,
-        )
-    )
+    settings = champion.settings
+    models = ModelRegistry(settings.mlflow_uri, settings.model_name)
+    version = models.version(champion.summary.train.model_version)
+    model_dir = models.download(version, tmp_path_factory.mktemp("champion-model"))
     (model_dir / REGISTRATION_FILE).unlink(missing_ok=True)  # versions differ per copy
     return model_dir
 
@@ -173,7 +166,11 @@ def register_model_dir(settings: Settings, model_dir: Path, score: float) -> str
     )
     client.log_artifacts(run.info.run_id, str(model_dir), "model")
     client.set_terminated(run.info.run_id)
-    return register(client, settings.model_name, run.info.run_id, f"{run.info.artifact_uri}/model")
+    return register(
+        ModelRegistry(settings.mlflow_uri, settings.model_name),
+        run.info.run_id,
+        f"{run.info.artifact_uri}/model",
+    )
 
 
 @pytest.fixture(scope="session")

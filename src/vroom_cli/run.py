@@ -19,27 +19,19 @@ from rich.table import Table
 from vroom_cli.stack import up
 from vroom_cli.stack.cli import status_table
 from vroom_common.errors import DependencyUnavailable
-from vroom_common.registry import ALIAS_CHAMPION
 from vroom_common.settings import Settings, get_settings
 from vroom_pipelines.cli import exit_on_error
+from vroom_registry import ALIAS_CHAMPION
 
 console = Console()
 
 
 def champion_version(settings: Settings) -> str | None:
     """The champion's version number, or ``None`` when nothing was promoted yet."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from vroom_registry import ModelRegistry
 
-    try:
-        version = MlflowClient(settings.mlflow_uri).get_model_version_by_alias(
-            settings.model_name, ALIAS_CHAMPION
-        )
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-    return str(version.version)
+    found = ModelRegistry(settings.mlflow_uri, settings.model_name).find(ALIAS_CHAMPION)
+    return found.version if found else None
 
 
 def sample_prediction(settings: Settings) -> tuple[dict[str, object], float, str]:

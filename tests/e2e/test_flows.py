@@ -21,8 +21,8 @@ from sklearn.dummy import DummyRegressor
 from tests.e2e.conftest import Listener, Stack
 from tests.e2e.test_api import VEHICLE
 from vroom_common.events import DAG_PIPELINE
-from vroom_common.registry import ALIAS_CHAMPION, MODEL_ARTIFACT_PATH
 from vroom_common.settings import Settings
+from vroom_registry import ALIAS_CHAMPION, MODEL_ARTIFACT_PATH
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from tests.conftest import register_model_dir
 from tests.e2e.conftest import Stack
 from tests.rollout import candidates
 from vroom_cli.stack import status, up
-from vroom_common.registry import ALIAS_CHAMPION, TAG_ROLLBACK_REASON
 from vroom_features.contract import REGISTRATION_FILE
+from vroom_registry import ALIAS_CHAMPION, TAG_ROLLBACK_REASON
 
 pytestmark = pytest.mark.integration
 

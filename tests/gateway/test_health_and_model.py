@@ -14,11 +14,11 @@ from tests.gateway.conftest import VEHICLE, dead_port
 from tests.predictor.conftest import Served, predictor_settings, start_predictor
 from vroom_cli.stack import down
 from vroom_common.events import ModelLoaded
-from vroom_common.registry import ALIAS_CHAMPION
 from vroom_common.settings import Settings
 from vroom_gateway.app import create_app
 from vroom_gateway.routes.events import health_changed
 from vroom_pipelines.train import MODEL_FEATURES
+from vroom_registry import ALIAS_CHAMPION
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_model_with_mlflow_down_is_503(stack_settings: Settings) -> None:
     with TestClient(create_app(settings)) as client:
         response = client.get("/model")
     assert response.status_code == 503
-    assert response.json()["detail"].startswith("MLflow is unavailable")
+    assert response.json()["detail"].startswith("mlflow is unavailable")
 
 
 def test_openapi_docs(client: TestClient) -> None:

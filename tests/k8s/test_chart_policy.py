@@ -31,9 +31,9 @@ from tests.k8s.render import (
     render_raw,
 )
 from vroom_common import events
-from vroom_common.registry import candidate_name
 from vroom_common.settings import DEFAULT_MODEL_NAME, Settings
 from vroom_materializer.options import MaterializerOptions
+from vroom_registry import candidate_name
 from vroom_rollout.champion import KSERVE_SCHEMES, map_storage_uri
 
 CI_IDS = [p.name for p in CI_VALUES]

@@ -25,7 +25,7 @@ from tests.k8s.render import (
     render_raw,
     strip_source,
 )
-from vroom_common.registry import candidate_name
+from vroom_registry import candidate_name
 from vroom_rollout.champion import ChampionRef
 from vroom_rollout.kubernetes import candidate_manifest
 

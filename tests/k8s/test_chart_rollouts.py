@@ -37,9 +37,9 @@ from tests.k8s.test_chart_policy import (
     _settings_of,
     render_values,
 )
-from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_controller.__main__ import build_parser
+from vroom_registry import candidate_name
 from vroom_rollout.champion import ChampionRef
 from vroom_rollout.kubernetes import LABEL_ROLE, candidate_manifest
 
@@ -229,7 +229,7 @@ def test_controller_role_is_exactly_the_deployers_needs() -> None:
     controller = _settings_of(_controller_container(docs))
     champion = one(docs, "InferenceService")["metadata"]["name"]
     assert controller.inference_service_name == champion
-    # The name the deployer will use for the candidate (vroom_common.registry).
+    # The name the deployer will use for the candidate (vroom_registry).
     candidate = candidate_name(controller.inference_service_name)
     role = one(docs, "Role", CONTROLLER)
     rules = sorted(

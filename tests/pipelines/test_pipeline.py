@@ -19,7 +19,6 @@ from tests.conftest import Champion
 from tests.realdata import REAL_DATA_DIR, needs_real_data
 from vroom_common import events
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, PipelineCompleted, Stream
-from vroom_common.registry import ALIAS_CHAMPION
 from vroom_common.settings import Settings, get_settings
 from vroom_db import Vehicle, make_engine
 from vroom_features import FEATURE_NAMES, LABEL
@@ -32,6 +31,7 @@ from vroom_pipelines.materialize import materialize
 from vroom_pipelines.pipeline import PipelineSummary
 from vroom_pipelines.seed import seed_synthetic
 from vroom_pipelines.train import MODEL_FEATURES, TrainConfig, train
+from vroom_registry import ALIAS_CHAMPION
 
 pytestmark = pytest.mark.integration
 

@@ -13,17 +13,18 @@ from mlflow.tracking import MlflowClient
 from vroom_common import events
 from vroom_common.errors import NotFound
 from vroom_common.events import ModelPromoted, Stream
-from vroom_common.registry import (
-    ALIAS_CANDIDATE,
-    ALIAS_CHAMPION,
-    TAG_PROMOTION,
-    TAG_PROMOTION_REASON,
-)
 from vroom_common.settings import Settings
 from vroom_pipelines.materialize import materialize
 from vroom_pipelines.promote import decide, promote
 from vroom_pipelines.seed import seed_synthetic
 from vroom_pipelines.train import TrainConfig, register, train
+from vroom_registry import (
+    ALIAS_CANDIDATE,
+    ALIAS_CHAMPION,
+    TAG_PROMOTION,
+    TAG_PROMOTION_REASON,
+    ModelRegistry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,11 @@ def candidate_with_score(settings: Settings, score: float) -> str:
         run.info.run_id, metrics=[Metric("cv_mae_mean", score, int(time.time() * 1000), 0)]
     )
     client.set_terminated(run.info.run_id)
-    return register(client, settings.model_name, run.info.run_id, f"{run.info.artifact_uri}/model")
+    return register(
+        ModelRegistry(settings.mlflow_uri, settings.model_name),
+        run.info.run_id,
+        f"{run.info.artifact_uri}/model",
+    )
 
 
 def promoted_events(client: redis.Redis) -> list[ModelPromoted]:

@@ -19,6 +19,7 @@ from vroom_cli.stack import down
 from vroom_common.settings import Settings
 from vroom_pipelines.promote import promote
 from vroom_pipelines.train import register
+from vroom_registry import ModelRegistry
 
 
 @dataclass
@@ -51,7 +52,11 @@ class Served:
         client.log_artifacts(run.info.run_id, str(model_dir or self.model_dir), "model")
         client.set_terminated(run.info.run_id)
         source = f"{run.info.artifact_uri}/model"
-        return register(client, self.settings.model_name, run.info.run_id, source)
+        return register(
+            ModelRegistry(self.settings.mlflow_uri, self.settings.model_name),
+            run.info.run_id,
+            source,
+        )
 
     def promote_new_version(self, model_dir: Path | None = None) -> str:
         """Register and promote (forced: the copies are the same model, which a

@@ -20,9 +20,9 @@ from tests.predictor.conftest import Served
 from tests.predictor.faulty import Fault, faulty_model_dir
 from tests.predictor.test_server import grpc_infer
 from vroom_cli.stack.services import log_dir
-from vroom_common.registry import ALIAS_ROLLOUT, candidate_name
 from vroom_features.contract import INPUT_NAME, N_FEATURES, OUTPUT_NAME
 from vroom_predictor.loading import PROBE_ROW
+from vroom_registry import ALIAS_ROLLOUT, candidate_name
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +181,8 @@ def test_loading_a_candidate_without_a_rollout_alias_fails_and_says_why(
     response = repository(served, candidate, "load")
     assert response.status_code == 503
     error = response.json()["error"]
-    assert f"cannot resolve models:/{champion}@{ALIAS_ROLLOUT}" in error
+    source = f"models:/{champion}@{ALIAS_ROLLOUT}"
+    assert f"{source}: model '{champion}' has no '{ALIAS_ROLLOUT}' version" in error
     assert f"v{candidate_version} keeps serving" in error
     assert grpc_version(served, candidate) == candidate_version
 

@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.rollout.conftest import NAMESPACE, MakeFakeKube, api_client_for
 from vroom_common.errors import DependencyUnavailable, InvalidInput, NotFound
-from vroom_common.registry import ALIAS_CHAMPION
 from vroom_common.settings import Settings
+from vroom_registry import ALIAS_CHAMPION
 from vroom_rollout.champion import map_storage_uri, resolve_champion
 from vroom_rollout.kubernetes import KubernetesRollout
 

@@ -106,20 +106,20 @@ def test_missing_inference_service_is_not_found(
     make_fake_kube: MakeFakeKube, kube_settings: Settings
 ) -> None:
     fake = make_fake_kube(None)
-    with pytest.raises(NotFound, match=f"{RESOURCE} not found") as caught:
+    with pytest.raises(NotFound, match=f"get {RESOURCE}: not found") as caught:
         kube_rollout(fake, kube_settings).rollout()
-    assert ISVC_PATH in caught.value.message
+    assert "check inference_service_name and kube_namespace" in caught.value.message
     assert fake.methods() == ["GET"]
 
 
 @pytest.mark.parametrize(
     ("method", "status", "error", "words"),
     [
-        ("GET", 404, NotFound, f"{RESOURCE} not found"),
-        ("GET", 403, PermissionDenied, f"not allowed to get {RESOURCE} (HTTP 403)"),
-        ("PATCH", 403, PermissionDenied, f"not allowed to patch {RESOURCE} (HTTP 403)"),
-        ("PATCH", 409, Conflict, f"patch {RESOURCE} conflicted (HTTP 409)"),
-        ("PATCH", 422, InvalidInput, f"patch {RESOURCE} was rejected (HTTP 422)"),
+        ("GET", 404, NotFound, f"get {RESOURCE}: not found (HTTP 404)"),
+        ("GET", 403, PermissionDenied, f"get {RESOURCE}: not allowed (HTTP 403)"),
+        ("PATCH", 403, PermissionDenied, f"patch {RESOURCE}: not allowed (HTTP 403)"),
+        ("PATCH", 409, Conflict, f"patch {RESOURCE}: conflict (HTTP 409)"),
+        ("PATCH", 422, InvalidInput, f"patch {RESOURCE}: rejected (HTTP 422)"),
         ("GET", 500, DependencyUnavailable, f"get {RESOURCE} failed (HTTP 500)"),
     ],
 )

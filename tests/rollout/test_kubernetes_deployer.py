@@ -290,7 +290,7 @@ def test_missing_rights_name_every_verb_the_deployer_needs(
     with pytest.raises(PermissionDenied) as caught:
         deployer_for(fake, settings).deploy_candidate("7")
     message = caught.value.message
-    assert message.startswith(f"not allowed to create InferenceService {NAMESPACE}/{CANDIDATE}")
+    assert message.startswith(f"create InferenceService {NAMESPACE}/{CANDIDATE}: not allowed")
     assert (
         f"needs get and patch on inferenceservices.serving.kserve.io {ISVC_NAME!r}, get, "
         f"patch and delete on {CANDIDATE!r}, and create on inferenceservices"
@@ -448,6 +448,6 @@ def test_a_missing_champion_inference_service_rolls_back_naming_it(
     assert state.state == "rolled_back"
     assert state.reason is not None
     assert state.reason.startswith("candidate v7 failed to load: ")
-    assert f"InferenceService {NAMESPACE}/{ISVC_NAME} not found" in state.reason
+    assert f"InferenceService {NAMESPACE}/{ISVC_NAME}: not found" in state.reason
     assert "check inference_service_name and kube_namespace" in state.reason
     assert [call[0] for call in fake.calls()] == ["GET", "DELETE"]

@@ -22,7 +22,7 @@ from vroom_common.settings import Settings
 from vroom_db import one_off_session
 from vroom_db.queries import fleet_size
 from vroom_pipelines.materialize import MaterializeSummary, materialize
-from vroom_pipelines.preflight import check_mlflow, check_redis
+from vroom_pipelines.preflight import check_redis, model_registry
 from vroom_pipelines.progress import Progress
 from vroom_pipelines.promote import PromotionResult, RolloutHook, StartRollout, promote
 from vroom_pipelines.seed import SeedSummary, seed_from_dir, seed_synthetic
@@ -96,7 +96,7 @@ def run_pipeline(
     progress = progress or Progress.silent()
     with pipeline_run(settings, events.DAG_PIPELINE, dag_run_id) as run_id:
         check_redis(settings)
-        check_mlflow(settings)
+        model_registry(settings)
         with progress.step("Seeding the database (if needed)"):
             seeded = seed_if_needed(settings, data_dir, synthetic, random_seed)
         materialized = materialize(settings, progress)

@@ -6,12 +6,12 @@ Redis or MLflow failed (and MLflow's client retries for minutes on its own).
 
 from __future__ import annotations
 
-import httpx
 import redis
 
 from vroom_common.errors import DependencyUnavailable
 from vroom_common.redis_clients import redis_client
 from vroom_common.settings import Settings
+from vroom_registry import ModelRegistry
 
 _HINT = "is the local stack up? start it with `vroom up --detach`"
 
@@ -26,8 +26,11 @@ def check_redis(settings: Settings) -> None:
         client.close()
 
 
-def check_mlflow(settings: Settings) -> None:
+def model_registry(settings: Settings) -> ModelRegistry:
+    """The registry adapter for ``settings.model_name``, its server checked first."""
+    models = ModelRegistry(settings.mlflow_uri, settings.model_name)
     try:
-        httpx.get(f"{settings.mlflow_uri}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise DependencyUnavailable("mlflow", f"{settings.mlflow_uri}: {exc} ({_HINT})") from exc
+        models.check()
+    except DependencyUnavailable as exc:
+        raise DependencyUnavailable(exc.dependency, f"{exc.message} ({_HINT})") from exc
+    return models

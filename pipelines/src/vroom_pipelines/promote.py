@@ -20,35 +20,32 @@ and becomes champion at once.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import mlflow
 import redis
 import structlog
-from mlflow.artifacts import download_artifacts
-from mlflow.entities import Metric
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from vroom_common import events
 from vroom_common.errors import NotFound, PipelineFailed
 from vroom_common.events import ModelPromoted
 from vroom_common.redis_clients import redis_client
-from vroom_common.registry import (
+from vroom_common.settings import Settings
+from vroom_pipelines.compare import Comparison, Procedure, compare, procedure_of
+from vroom_pipelines.preflight import model_registry
+from vroom_pipelines.train import load_training_set
+from vroom_registry import (
     ALIAS_CANDIDATE,
     ALIAS_CHAMPION,
     PROMOTION_METRIC,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
+    ModelRegistry,
+    Version,
 )
-from vroom_common.settings import Settings
-from vroom_pipelines.compare import Comparison, Procedure, compare, procedure_of
-from vroom_pipelines.preflight import check_mlflow
-from vroom_pipelines.train import load_training_set
 
 log = structlog.get_logger(__name__)
 
@@ -117,39 +114,26 @@ class PromotionResult:
     re-scorable; the reason says which)."""
 
 
-def _version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
-def _run_id(version: ModelVersion) -> str:
+def _run_id(version: Version) -> str:
     if not version.run_id:
         raise NotFound(f"version {version.version} was registered without a training run")
-    return str(version.run_id)
+    return version.run_id
 
 
-def _score(client: MlflowClient, version: ModelVersion) -> float:
-    metrics = client.get_run(_run_id(version)).data.metrics
+def _score(models: ModelRegistry, version: Version) -> float:
+    metrics = models.run(version).metrics
     if PROMOTION_METRIC not in metrics:
         raise NotFound(
             f"run {version.run_id} of version {version.version} has no {PROMOTION_METRIC}"
         )
-    return float(metrics[PROMOTION_METRIC])
+    return metrics[PROMOTION_METRIC]
 
 
-def _procedure(settings: Settings, client: MlflowClient, version: ModelVersion) -> Procedure:
+def _procedure(models: ModelRegistry, version: Version) -> Procedure:
     """The procedure of a registered version, from its logged sklearn model."""
-    uri = client.get_model_version_download_uri(version.name, str(version.version))
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = download_artifacts(
-                artifact_uri=uri, dst_path=tmp, tracking_uri=settings.mlflow_uri
-            )
-            model = mlflow.sklearn.load_model(path)
+            model = mlflow.sklearn.load_model(str(models.download(version, Path(tmp))))
         # Unpickling a model trained by other code raises whatever that code raises.
         except Exception as exc:
             raise NotRescorable(f"v{version.version}'s sklearn model does not load: {exc}") from exc
@@ -160,10 +144,10 @@ def _procedure(settings: Settings, client: MlflowClient, version: ModelVersion) 
 
 
 def rescore(
-    settings: Settings, client: MlflowClient, candidate: ModelVersion, champion: ModelVersion
+    settings: Settings, models: ModelRegistry, candidate: Version, champion: Version
 ) -> Comparison:
     """Both versions' procedures refit on today's offline store, same folds."""
-    procedures = _procedure(settings, client, candidate), _procedure(settings, client, champion)
+    procedures = _procedure(models, candidate), _procedure(models, champion)
     x, y = load_training_set(settings)
     return compare(
         *procedures,
@@ -198,21 +182,18 @@ def promote(
     """Compare the candidate with the champion; if it is better (or ``force``), move the
     alias (and call ``rollout``), or, given ``start_rollout`` and a champion to compare
     with on live traffic, start a progressive rollout of the candidate instead."""
-    check_mlflow(settings)
-    client = MlflowClient(settings.mlflow_uri)
+    models = model_registry(settings)
     name = settings.model_name
-    candidate = _version_by_alias(client, name, ALIAS_CANDIDATE)
-    if candidate is None:
-        raise NotFound(f"model {name!r} has no {ALIAS_CANDIDATE!r} version: run `vroom train`")
-    champion = _version_by_alias(client, name, ALIAS_CHAMPION)
-    candidate_score = _score(client, candidate)
-    champion_score = _score(client, champion) if champion else None
+    candidate = models.get(ALIAS_CANDIDATE, "run `vroom train`")
+    champion = models.find(ALIAS_CHAMPION)
+    candidate_score = _score(models, candidate)
+    champion_score = _score(models, champion) if champion else None
 
-    previous = str(champion.version) if champion else None
+    previous = champion.version if champion else None
     result = PromotionResult(
         outcome="unchanged",
         reason="the candidate is already champion",
-        candidate_version=str(candidate.version),
+        candidate_version=candidate.version,
         candidate_score=candidate_score,
         champion_version=previous,
         previous_champion_version=previous,
@@ -229,21 +210,17 @@ def promote(
         not_rescored = ""
         if champion is not None:
             try:
-                comparison = rescore(settings, client, candidate, champion)
+                comparison = rescore(settings, models, candidate, champion)
             except NotRescorable as exc:
                 not_rescored = str(exc)
                 log.warning("models not re-scored; comparing logged scores", reason=not_rescored)
         decision = decide(candidate_score, champion_score, comparison, not_rescored=not_rescored)
     if comparison is not None:
-        now = int(time.time() * 1000)
-        client.log_batch(
-            _run_id(candidate),
-            metrics=[Metric(k, v, now, 0) for k, v in comparison.metrics().items()],
-        )
+        models.log_metrics(_run_id(candidate), comparison.metrics())
     result = replace(result, comparison=comparison)
-    client.set_model_version_tag(name, candidate.version, TAG_PROMOTION_REASON, decision.reason)
+    models.tag(candidate.version, {TAG_PROMOTION_REASON: decision.reason})
     if not decision.promote:
-        client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "retained")
+        models.tag(candidate.version, {TAG_PROMOTION: "retained"})
         log.info("candidate retained", version=candidate.version, reason=decision.reason)
         return replace(result, outcome="retained", reason=decision.reason)
 
@@ -251,7 +228,7 @@ def promote(
         # A failure to start (no controller, a rollout already running) propagates: the
         # candidate stays registered with the reason, and the champion keeps serving.
         rollout_id = start_rollout(result.candidate_version, decision.reason)
-        client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "rollout")
+        models.tag(candidate.version, {TAG_PROMOTION: "rollout"})
         log.info(
             "progressive rollout started",
             version=candidate.version,
@@ -262,8 +239,8 @@ def promote(
             result, outcome="rollout-started", reason=decision.reason, rollout_id=rollout_id
         )
 
-    client.set_registered_model_alias(name, ALIAS_CHAMPION, candidate.version)
-    client.set_model_version_tag(name, candidate.version, TAG_PROMOTION, "champion")
+    models.point(ALIAS_CHAMPION, candidate.version)
+    models.tag(candidate.version, {TAG_PROMOTION: "champion"})
     event = ModelPromoted(
         model_name=name,
         version=result.candidate_version,

@@ -29,9 +29,7 @@ import pandas as pd
 import structlog
 from joblib import Parallel, delayed  # type: ignore[import-untyped]
 from mlflow.entities import Metric, Param
-from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
-from mlflow.tracking import MlflowClient
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.base import clone
@@ -40,7 +38,6 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import KFold
 
 from vroom_common.errors import PipelineFailed
-from vroom_common.registry import ALIAS_CANDIDATE, MODEL_ARTIFACT_PATH, PROMOTION_METRIC
 from vroom_common.settings import Settings
 from vroom_features import FEATURE_NAMES, LABEL
 from vroom_features.contract import (
@@ -59,8 +56,9 @@ from vroom_pipelines.intervals import (
     interval_graph,
     pooled_coverage,
 )
-from vroom_pipelines.preflight import check_mlflow
+from vroom_pipelines.preflight import model_registry
 from vroom_pipelines.progress import Progress
+from vroom_registry import ALIAS_CANDIDATE, MODEL_ARTIFACT_PATH, PROMOTION_METRIC, ModelRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -250,16 +248,12 @@ def save_model_dir(
     meta.save(str(path / "MLmodel"))
 
 
-def register(client: MlflowClient, name: str, run_id: str, source: str) -> str:
-    """Register ``source`` as a new version of ``name``; alias it ``candidate``."""
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    version = client.create_model_version(name, source=source, run_id=run_id)
-    client.set_registered_model_alias(name, ALIAS_CANDIDATE, version.version)
-    return str(version.version)
+def register(models: ModelRegistry, run_id: str, source: str) -> str:
+    """Register ``source`` (run ``run_id``'s model directory) as a new version; alias it
+    ``candidate``. The new version's number."""
+    version = models.register(source, run_id).version
+    models.point(ALIAS_CANDIDATE, version)
+    return version
 
 
 def train(
@@ -269,7 +263,7 @@ def train(
     config = config or TrainConfig()
     progress = progress or Progress.silent()
     started = time.perf_counter()
-    check_mlflow(settings)
+    models = model_registry(settings)
     x, y = load_training_set(settings)
 
     with progress.step(f"Nested {config.outer_folds}-fold cross-validation on {len(x)} rows"):
@@ -308,7 +302,7 @@ def train(
         "n_rows": len(x),
     }
 
-    client = MlflowClient(settings.mlflow_uri)
+    client = models.client
     with progress.step("Logging the run and registering the model in MLflow"):
         experiment = client.get_experiment_by_name(settings.mlflow_experiment)
         experiment_id = (
@@ -331,7 +325,7 @@ def train(
                 save_model_dir(model_dir, model, proto, x)
                 client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
             source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
-            version = register(client, settings.model_name, run_id, source)
+            version = register(models, run_id, source)
             client.log_dict(
                 run_id,
                 {"model_name": settings.model_name, "version": version},

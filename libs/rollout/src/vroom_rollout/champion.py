@@ -14,14 +14,9 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-import httpx
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
-from vroom_common.errors import DependencyUnavailable, InvalidInput, NotFound
-from vroom_common.registry import ALIAS_CHAMPION
+from vroom_common.errors import InvalidInput
 from vroom_common.settings import Settings
+from vroom_registry import ALIAS_CHAMPION, ModelRegistry, Version
 
 #: URI schemes KServe's storage initializer (or its PVC / modelcar handling) reads.
 KSERVE_SCHEMES: Final = frozenset(
@@ -89,60 +84,31 @@ def _artifact_root(uri: str) -> str:
     return f"{scheme}:/" if scheme else uri.split("/", 1)[0] + "/"
 
 
-def check_mlflow(settings: Settings) -> None:
-    """Fail fast (MLflow's client retries for minutes against a server that is down)."""
-    if urlsplit(settings.mlflow_uri).scheme not in ("http", "https"):
-        return
-    try:
-        httpx.get(f"{settings.mlflow_uri}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise DependencyUnavailable("mlflow", f"{settings.mlflow_uri}: {exc}") from exc
+def registry(settings: Settings) -> ModelRegistry:
+    """The registry adapter for ``settings.model_name``."""
+    return ModelRegistry(settings.mlflow_uri, settings.model_name)
 
 
 def resolve_champion(settings: Settings) -> ChampionRef:
     """The current champion of ``settings.model_name`` and its cluster-readable location."""
-    check_mlflow(settings)
-    client = MlflowClient(settings.mlflow_uri)
-    name = settings.model_name
-    try:
-        version = client.get_model_version_by_alias(name, ALIAS_CHAMPION)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise NotFound(
-                f"model {name!r} has no {ALIAS_CHAMPION!r} version: promote one first "
-                "(`vroom promote`)"
-            ) from exc
-        raise DependencyUnavailable("mlflow", f"{settings.mlflow_uri}: {exc.message}") from exc
-    return _located(settings, client, version)
+    models = registry(settings)
+    found = models.get(ALIAS_CHAMPION, "promote one first (`vroom promote`)")
+    return _located(settings, models, found)
 
 
 def resolve_version(settings: Settings, version: str) -> ChampionRef:
     """Version ``version`` of ``settings.model_name`` and its cluster-readable location
     (a rollout candidate, which no alias names yet)."""
-    check_mlflow(settings)
-    client = MlflowClient(settings.mlflow_uri)
-    try:
-        found = client.get_model_version(settings.model_name, version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise NotFound(f"model {settings.model_name!r} has no version {version}") from exc
-        raise DependencyUnavailable("mlflow", f"{settings.mlflow_uri}: {exc.message}") from exc
-    return _located(settings, client, found)
+    models = registry(settings)
+    return _located(settings, models, models.version(version))
 
 
-def _located(settings: Settings, client: MlflowClient, version: ModelVersion) -> ChampionRef:
-    name = settings.model_name
-    number = str(version.version)
-    try:
-        source = str(client.get_model_version_download_uri(name, number))
-    except MlflowException as exc:
-        raise DependencyUnavailable(
-            "mlflow", f"no download URI for {name} v{number}: {exc.message}"
-        ) from exc
+def _located(settings: Settings, models: ModelRegistry, version: Version) -> ChampionRef:
+    source = models.download_uri(version)
     return ChampionRef(
-        model_name=name,
-        version=number,
-        run_id=str(version.run_id) if version.run_id else None,
+        model_name=version.model_name,
+        version=version.version,
+        run_id=version.run_id,
         source_uri=source,
         storage_uri=map_storage_uri(source, settings.storage_uri_map),
     )

@@ -17,28 +17,21 @@ RBAC needed by the service account: ``get`` and ``patch`` on
 from __future__ import annotations
 
 import copy
-import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
-import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes import client
 
 from vroom_common.errors import (
     Conflict,
-    DependencyUnavailable,
-    InvalidInput,
     NotFound,
-    PermissionDenied,
-    VroomError,
 )
 from vroom_common.events import ModelPromoted
-from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
+from vroom_kube import MERGE_PATCH, KubeApi, namespaced
+from vroom_registry import candidate_name
 from vroom_rollout.base import (
     BackendName,
     RolloutFailed,
@@ -57,17 +50,13 @@ PLURAL: Final = "inferenceservices"
 #: Annotations recording which model version the InferenceService serves.
 ANNOTATION_MODEL_NAME: Final = "vroom-forecast.io/model-name"
 ANNOTATION_MODEL_VERSION: Final = "vroom-forecast.io/model-version"
-#: JSON merge patch (RFC 7386). Custom resources accept it; strategic merge they do not.
-MERGE_PATCH: Final = "application/merge-patch+json"
 #: Recorded in ``metadata.managedFields`` as the writer of the patched fields.
 FIELD_MANAGER: Final = "vroom-rollout"
-#: (connect, read) seconds for each API request.
-REQUEST_TIMEOUT: Final = (5.0, 30.0)
 
 
-def isvc_path(namespace: str, name: str) -> str:
-    """The REST path of an InferenceService."""
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+def isvc_path(namespace: str, name: str = "") -> str:
+    """The REST path of an InferenceService (of the collection, without ``name``)."""
+    return f"/apis/{GROUP}/{VERSION}" + namespaced(namespace, PLURAL, *([name] if name else []))
 
 
 def patch_body(champion: ChampionRef) -> dict[str, Any]:
@@ -81,26 +70,6 @@ def patch_body(champion: ChampionRef) -> dict[str, Any]:
         },
         "spec": {"predictor": {"model": {"storageUri": champion.storage_uri}}},
     }
-
-
-def load_api_client() -> client.ApiClient:
-    """A client from the pod's service account, else from the kubeconfig."""
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException as in_cluster:
-        try:
-            # KUBECONFIG as it is now (the client reads it once, at import).
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
-            )
-        except (config.ConfigException, OSError) as kubeconfig:
-            raise DependencyUnavailable(
-                "kubernetes",
-                f"not running in a cluster ({in_cluster}) and no usable kubeconfig "
-                f"({kubeconfig}); set KUBECONFIG or run in a pod with a service account",
-            ) from kubeconfig
-    return client.ApiClient(configuration)
 
 
 def _dig(obj: Any, *keys: str) -> Any:
@@ -134,133 +103,54 @@ def _describe(condition: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def api_message(exc: ApiException) -> str:
-    """The ``message`` of the Kubernetes ``Status`` body, else the HTTP reason."""
-    try:
-        body = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return str(exc.reason or exc.status)
-
-
 class InferenceServices:
-    """The InferenceServices of one namespace, through the API server.
+    """The InferenceServices of one namespace, through the Kubernetes adapter.
 
-    API errors become ``VroomError``s naming the resource; ``rbac`` completes a 401/403
-    with what the service account needs.
+    ``rbac`` completes a 401/403 with what the service account needs.
     """
 
     def __init__(self, namespace: str, api_client: client.ApiClient | None, rbac: str) -> None:
         self.namespace = namespace
-        self._api_client = api_client
+        self.kube = KubeApi(FIELD_MANAGER, api_client=api_client)
         self.rbac = rbac
 
     def resource(self, name: str) -> str:
         return f"InferenceService {self.namespace}/{name}"
 
-    def _objects(self) -> client.CustomObjectsApi:
-        # Config is loaded on first use, so building a rollout never fails on its own.
-        if self._api_client is None:
-            self._api_client = load_api_client()
-        return client.CustomObjectsApi(self._api_client)
-
-    def _call(self, verb: str, name: str, request: Callable[[], object]) -> dict[str, Any]:
-        try:
-            answer = request()
-        except ApiException as exc:
-            raise self._error(verb, name, exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise DependencyUnavailable(
-                "kubernetes", f"{verb} {self.resource(name)}: {exc or type(exc).__name__}"
-            ) from exc
-        if not isinstance(answer, dict):
-            raise DependencyUnavailable(
-                "kubernetes", f"{verb} {self.resource(name)}: not a JSON object: {answer!r:.200}"
-            )
-        return answer
-
-    def _error(self, verb: str, name: str, exc: ApiException) -> VroomError:
-        message = api_message(exc)
-        status = exc.status
-        resource = self.resource(name)
-        if status == 404:
-            return NotFound(
-                f"{resource} not found ({verb} {isvc_path(self.namespace, name)}): "
-                f"{message}; check inference_service_name and kube_namespace"
-            )
-        if status in (401, 403):
-            return PermissionDenied(
-                f"not allowed to {verb} {resource} (HTTP {status}): {message}; the "
-                f"service account needs {self.rbac} in namespace {self.namespace}"
-            )
-        if status == 409:
-            return Conflict(f"{verb} {resource} conflicted (HTTP 409): {message}")
-        if status in (400, 422):
-            return InvalidInput(f"{verb} {resource} was rejected (HTTP {status}): {message}")
-        return DependencyUnavailable(
-            "kubernetes", f"{verb} {resource} failed (HTTP {status}): {message}"
+    def _call(
+        self,
+        verb: str,
+        method: str,
+        name: str,  # the resource's; a POST goes to the collection
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        return self.kube.request(
+            f"{verb} {self.resource(name)}",
+            method,
+            isvc_path(self.namespace, "" if method == "POST" else name),
+            rbac=self.rbac,
+            namespace=self.namespace,
+            body=body,
+            content_type=content_type,
+            hint="check inference_service_name and kube_namespace",
         )
 
     def get(self, name: str) -> dict[str, Any]:
         """The InferenceService as the API server has it."""
-        api = self._objects()
-        return self._call(
-            "get",
-            name,
-            lambda: api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-            ),
-        )
+        return self._call("get", "GET", name)
 
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the InferenceService; returns it as patched."""
-        api = self._objects()
-        return self._call(
-            "patch",
-            name,
-            lambda: api.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                name,
-                body,
-                field_manager=FIELD_MANAGER,
-                # Explicit: older clients picked json-patch (a list of operations) by default.
-                _content_type=MERGE_PATCH,
-                _request_timeout=REQUEST_TIMEOUT,
-            ),
-        )
+        return self._call("patch", "PATCH", name, body, MERGE_PATCH)
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create ``body`` (``Conflict`` when its name is taken)."""
-        api = self._objects()
-        return self._call(
-            "create",
-            str(body["metadata"]["name"]),
-            lambda: api.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                body,
-                field_manager=FIELD_MANAGER,
-                _request_timeout=REQUEST_TIMEOUT,
-            ),
-        )
+        return self._call("create", "POST", str(body["metadata"]["name"]), body)
 
     def delete(self, name: str) -> None:
         """Delete the InferenceService (``NotFound`` when it is already gone)."""
-        api = self._objects()
-        self._call(
-            "delete",
-            name,
-            lambda: api.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-            ),
-        )
+        self._call("delete", "DELETE", name)
 
 
 class KubernetesRollout:

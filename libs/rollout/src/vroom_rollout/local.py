@@ -19,8 +19,8 @@ import structlog
 from vroom_common.errors import DependencyUnavailable, NotFound
 from vroom_common.events import ModelPromoted
 from vroom_common.http_errors import error_message
-from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
+from vroom_registry import candidate_name
 from vroom_rollout.base import (
     BackendName,
     RolloutFailed,

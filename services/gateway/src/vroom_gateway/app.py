@@ -24,7 +24,6 @@ from starlette.responses import JSONResponse, Response
 from vroom_common.http import install_error_handler
 from vroom_common.observability import REQUEST_ID_HEADER, install_observability
 from vroom_common.redis_clients import async_redis_client
-from vroom_common.registry import candidate_name
 from vroom_common.settings import Settings
 from vroom_db.migrate import migrate
 from vroom_db.session import make_engine, make_session_factory
@@ -46,6 +45,7 @@ from vroom_gateway.routes import (
 from vroom_gateway.runners import make_runner
 from vroom_gateway.security import Authenticator, authenticate
 from vroom_gateway.traffic import Traffic
+from vroom_registry import candidate_name
 
 log = structlog.get_logger(__name__)
 

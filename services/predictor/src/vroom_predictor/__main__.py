@@ -23,7 +23,6 @@ from kserve.model_server import parser as kserve_parser
 
 from vroom_common.http import freeze_heap
 from vroom_common.logs import configure_logging
-from vroom_common.registry import ALIAS_CHAMPION, ALIAS_ROLLOUT, candidate_name
 from vroom_common.settings import Settings, get_settings
 from vroom_predictor.loading import DirectorySource, ModelSource, RegistrySource
 from vroom_predictor.model import ReservationModel
@@ -35,6 +34,7 @@ from vroom_predictor.server import (
     model_loaded_publisher,
     watch_promotions,
 )
+from vroom_registry import ALIAS_CHAMPION, ALIAS_ROLLOUT, candidate_name
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:

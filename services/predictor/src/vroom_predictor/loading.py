@@ -19,10 +19,8 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 import yaml
-from mlflow.artifacts import download_artifacts
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
+from vroom_common.errors import NotFound, VroomError
 from vroom_features.contract import (
     INPUT_NAME,
     INTERVAL_LOWER_NAME,
@@ -34,6 +32,7 @@ from vroom_features.contract import (
     first_features,
 )
 from vroom_features.transforms import feature_row
+from vroom_registry import ModelRegistry
 
 #: Features of a typical listing, used to check a freshly loaded model before swap-in.
 PROBE_ROW = np.array(
@@ -60,10 +59,6 @@ class ModelLoadError(Exception):
 class NoVersion(ModelLoadError):
     """The source names no version: the alias is not set, or the registered model does
     not exist. The rollout candidate's normal state, not a fault."""
-
-
-#: MLflow error codes of an alias (or registered model) that does not exist.
-_MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 @dataclass(frozen=True)
@@ -221,31 +216,27 @@ class RegistrySource:
         return f"models:/{self.model_name}@{self.alias} ({self.tracking_uri})"
 
     def fetch(self, current: str | None) -> LoadedModel | None:
-        client = MlflowClient(self.tracking_uri)
+        models = ModelRegistry(self.tracking_uri, self.model_name)
         try:
-            version = client.get_model_version_by_alias(self.model_name, self.alias)
-        except MlflowException as exc:
-            error = NoVersion if exc.error_code in _MISSING_CODES else ModelLoadError
-            raise error(
+            version = models.get(self.alias)
+        except NotFound as exc:
+            raise NoVersion(f"models:/{self.model_name}@{self.alias}: {exc.message}") from exc
+        except VroomError as exc:
+            raise ModelLoadError(
                 f"cannot resolve models:/{self.model_name}@{self.alias}: {exc.message}"
             ) from exc
-        if str(version.version) == current:
+        if version.version == current:
             return None
-        target = self.cache_dir / str(version.version)
+        target = self.cache_dir / version.version
         if not (target / ONNX_FILE).is_file():
             staging = self.cache_dir / f".{version.version}.partial"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            uri = client.get_model_version_download_uri(self.model_name, str(version.version))
             try:
-                fetched = Path(
-                    download_artifacts(
-                        artifact_uri=uri, dst_path=str(staging), tracking_uri=self.tracking_uri
-                    )
-                )
-            except (MlflowException, OSError) as exc:
-                raise ModelLoadError(f"cannot download {uri}: {exc}") from exc
+                fetched = models.download(version, staging)
+            except VroomError as exc:
+                raise ModelLoadError(f"cannot download v{version.version}: {exc.message}") from exc
             shutil.rmtree(target, ignore_errors=True)
             fetched.replace(target)  # a half-downloaded version is never used
             shutil.rmtree(staging, ignore_errors=True)
-        return load_dir(target, version=str(version.version), run_id=version.run_id)
+        return load_dir(target, version=version.version, run_id=version.run_id)

@@ -22,8 +22,8 @@ import structlog
 
 from vroom_common.errors import DependencyUnavailable, VroomError
 from vroom_common.events import ModelPromoted, RolloutRequested
-from vroom_common.registry import ALIAS_CHAMPION, ALIAS_ROLLOUT
 from vroom_common.settings import Settings
+from vroom_registry import ALIAS_CHAMPION, ALIAS_ROLLOUT
 from vroom_rollout.base import BackendName
 from vroom_rollout.progressive import machine
 from vroom_rollout.progressive.machine import CommandOutcome, Policy, RolloutState
