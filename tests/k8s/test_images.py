@@ -1,13 +1,14 @@
-"""Static checks of the Dockerfiles (no container engine runs here).
+"""Static checks of the one Dockerfile (no container engine runs here).
 
-Every deployable has one Dockerfile under ``docker/``, built from the repository root.
-The tests read them with dockerfile-parse and hold them to the packaging rules:
-multi-stage, uv with the lock (``--frozen``) for exactly one workspace member, a slim
-Python base pinned to a patch version, a non-root numeric user, no build tools in the
-runtime stage, ``python -m <module>`` as entry point, and COPY sources that exist in
-the repository and that ``.dockerignore`` does not drop from the build context.
-The workspace facts (members, their dependencies, their packages) come from the
-pyproject files and the ports from :class:`vroom_common.settings.Settings`, so a
+Every deployable is built from the repository root by ``Dockerfile``, with the build
+arguments ``skaffold.yaml`` gives its artifact (``MEMBER``, ``PACKAGE``, ``MODULE``).
+The tests read it with dockerfile-parse, substitute each image's arguments as the
+builder would, and hold every image to the packaging rules: multi-stage, uv with the
+lock (``--frozen``) for exactly one workspace member, a slim Python base pinned to a
+patch version, a non-root numeric user, no build tools in the runtime stage,
+``python -m <module>`` as entry point, and COPY sources that exist in the repository
+and that ``.dockerignore`` does not drop from the build context. The workspace facts
+(members, their dependencies, their packages) come from the pyproject files, so a
 change there that an image misses fails here.
 """
 
@@ -24,31 +25,31 @@ from pathlib import Path, PurePosixPath
 import pytest
 from dockerfile_parse import DockerfileParser
 
+from tests.k8s.test_skaffold import IMAGE_PREFIX, artifacts, load_config
 from vroom_common.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DOCKER_DIR = REPO_ROOT / "docker"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+#: The build arguments every artifact gives the Dockerfile.
+BUILD_ARGS = {"MEMBER", "PACKAGE", "MODULE"}
 
-#: Image (component) -> the workspace member it installs and the module it runs.
-IMAGES: dict[str, tuple[str, str]] = {
-    "gateway": ("vroom-gateway", "vroom_gateway"),
-    "features": ("vroom-feature-service", "vroom_feature_service"),
-    "predictor": ("vroom-predictor", "vroom_predictor"),
-    "materializer": ("vroom-materializer", "vroom_materializer"),
-    "pipelines": ("vroom-pipelines", "vroom_pipelines"),
-    "controller": ("vroom-controller", "vroom_controller"),
-}
 
-_DEFAULTS = Settings()
-#: The ports each image must EXPOSE: the settings' defaults, never typed twice.
-EXPECTED_PORTS: dict[str, set[int]] = {
-    "gateway": {_DEFAULTS.gateway_port},
-    "features": {_DEFAULTS.feature_service_port},
-    "predictor": {_DEFAULTS.predictor_http_port, _DEFAULTS.predictor_grpc_port},
-    "materializer": set(),
-    "pipelines": {_DEFAULTS.mlflow_port},  # the image also runs the bundled MLflow server
-    "controller": set(),  # serves nothing: a Redis lease holder with a heartbeat file
-}
+@cache
+def build_args() -> dict[str, dict[str, str]]:
+    """Image (component) -> its build arguments, from skaffold.yaml."""
+    return {
+        image.removeprefix(IMAGE_PREFIX): {
+            k: str(v) for k, v in artifact["docker"]["buildArgs"].items()
+        }
+        for image, artifact in artifacts(load_config()).items()
+    }
+
+
+def image_member(component: str) -> tuple[str, str]:
+    """The workspace member an image installs and the module it runs."""
+    args = build_args()[component]
+    return args["PACKAGE"], args["MODULE"]
+
 
 #: Where the runtime stage keeps the Feast repository (VROOM_FEAST_REPO).
 FEAST_REPO_IN_IMAGE = "/app/feature_repo"
@@ -112,11 +113,6 @@ def closure(name: str) -> set[str]:
             seen.add(current)
             todo.extend(members[current].workspace_deps)
     return seen
-
-
-def needs_feast(name: str) -> bool:
-    members = workspace()
-    return any(members[m].feast for m in closure(name))
 
 
 # -- .dockerignore -------------------------------------------------------------------------------
@@ -216,14 +212,23 @@ def parse_env(value: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in words)
 
 
+def substitute(value: str, args: dict[str, str]) -> str:
+    """``$NAME`` and ``${NAME}`` of the build arguments, as the builder expands them."""
+    return re.sub(r"\$\{?([A-Z_]+)\}?", lambda m: args.get(m.group(1), m.group(0)), value)
+
+
 @cache
 def stages(component: str) -> tuple[Stage, ...]:
-    parser = DockerfileParser(path=str(dockerfile(component)))
+    """The Dockerfile's stages with ``component``'s build arguments substituted."""
+    parser = DockerfileParser(path=str(DOCKERFILE))
+    args = build_args()[component]
     result: list[Stage] = []
     for item in parser.structure:
         instruction, value = item["instruction"], item["value"]
         if instruction == "COMMENT":
             continue
+        if instruction != "ARG":
+            value = substitute(value, args)
         if instruction == "FROM":
             words = value.split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
@@ -232,10 +237,6 @@ def stages(component: str) -> tuple[Stage, ...]:
             assert result, f"{instruction} before the first FROM"
             result[-1].instructions.append((instruction, value))
     return tuple(result)
-
-
-def dockerfile(component: str) -> Path:
-    return DOCKER_DIR / f"{component}.Dockerfile"
 
 
 def final(component: str) -> Stage:
@@ -260,22 +261,40 @@ def sync_flags(command: str) -> list[str]:
     return shlex.split(command[command.index("uv sync") :])[2:]
 
 
-COMPONENTS = sorted(IMAGES)
+COMPONENTS = sorted(build_args())
 
 
 # -- tests -----------------------------------------------------------------------------------
 
 
-def test_one_dockerfile_per_deployable() -> None:
-    found = {p.name.removesuffix(".Dockerfile") for p in DOCKER_DIR.glob("*.Dockerfile")}
-    assert found == set(IMAGES)
+def test_one_dockerfile_builds_every_deployable() -> None:
+    found = sorted(
+        p.relative_to(REPO_ROOT).as_posix()
+        for p in REPO_ROOT.rglob("*Dockerfile*")
+        if not any(part.startswith(".") for part in p.relative_to(REPO_ROOT).parts)
+    )
+    assert found == ["Dockerfile"]
     services = {name for name in workspace() if workspace()[name].path.startswith("services/")}
-    assert services | {"vroom-pipelines"} == {package for package, _ in IMAGES.values()}
+    assert services | {"vroom-pipelines"} == {image_member(c)[0] for c in build_args()}
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_build_arguments_name_a_member_its_package_and_module(component: str) -> None:
+    args = build_args()[component]
+    assert set(args) == BUILD_ARGS
+    member = workspace()[args["PACKAGE"]]
+    assert member.path == args["MEMBER"]
+    declared = {
+        item["value"].split("=")[0]
+        for item in DockerfileParser(path=str(DOCKERFILE)).structure
+        if item["instruction"] == "ARG"
+    }
+    assert declared == BUILD_ARGS, "every build argument is declared, none is unused"
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_parses_into_several_stages(component: str) -> None:
-    parser = DockerfileParser(path=str(dockerfile(component)))
+    parser = DockerfileParser(path=str(DOCKERFILE))
     assert parser.is_multistage
     assert len(stages(component)) >= 2
     assert final(component).name, "name the runtime stage (FROM ... AS runtime)"
@@ -349,11 +368,23 @@ def test_runtime_stage_has_no_build_tools(component: str) -> None:
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_entry_point_runs_the_members_module(component: str) -> None:
-    package, module = IMAGES[component]
+    package, module = image_member(component)
     runtime = final(component)
     entrypoints = runtime.values("ENTRYPOINT")
     assert entrypoints, "no ENTRYPOINT"
-    assert json.loads(entrypoints[-1]) == ["python", "-m", module], "use the exec form"
+    env: dict[str, str] = {}
+    for value in runtime.values("ENV"):
+        env.update(parse_env(value))
+    assert env["VROOM_MODULE"] == module
+    # The exec form through sh only to expand the module; exec leaves Python as PID 1.
+    command = json.loads(entrypoints[-1])
+    assert command[:2] == ["sh", "-c"]
+    assert command[2] == 'exec python -m "$VROOM_MODULE" "$@"'
+    assert shlex.split(command[2].replace('"$VROOM_MODULE"', module))[:3] == [
+        "exec",
+        "python",
+        "-m",
+    ]
     member = workspace()[package]
     assert any(PurePosixPath(p).name == module for p in member.packages), (
         f"{package} does not package {module}"
@@ -368,7 +399,7 @@ def test_entry_point_runs_the_members_module(component: str) -> None:
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_uv_sync_installs_only_this_member_from_the_lock(component: str) -> None:
-    package, _ = IMAGES[component]
+    package, _ = image_member(component)
     syncs = uv_syncs(component)
     assert len(syncs) == 2, "one sync for the dependencies, one for our code"
     for _, _, command in syncs:
@@ -386,9 +417,9 @@ def test_uv_sync_installs_only_this_member_from_the_lock(component: str) -> None
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_layers_copy_the_lock_first_then_the_needed_sources(component: str) -> None:
-    """Lock + every pyproject before the dependency layer; then exactly the sources of
-    this member and the members it depends on (transitively) before the second sync."""
-    package, _ = IMAGES[component]
+    """Lock + every pyproject before the dependency layer; then the shared libraries and
+    this member's sources (no other service's) before the second sync."""
+    package, _ = image_member(component)
     (stage_index, first, _), (_, second, _) = uv_syncs(component)
     builder = stages(component)[stage_index]
     members = workspace()
@@ -409,7 +440,11 @@ def test_layers_copy_the_lock_first_then_the_needed_sources(component: str) -> N
         assert owner, f"{source} belongs to no workspace member"
         copied_members.add(owner[0].name)
         assert not source.endswith("pyproject.toml")
-    assert copied_members == closure(package)
+    assert closure(package) <= copied_members
+    services = {
+        m for m in copied_members if not members[m].path.startswith(("libs/", "feature_repo"))
+    }
+    assert services == {package}, "an image copies no other service's code"
     for name in closure(package):
         member = members[name]
         for pkg in member.packages:
@@ -420,7 +455,6 @@ def test_layers_copy_the_lock_first_then_the_needed_sources(component: str) -> N
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_runtime_environment(component: str) -> None:
-    package, _ = IMAGES[component]
     env: dict[str, str] = {}
     for value in final(component).values("ENV"):
         env.update(parse_env(value))
@@ -430,27 +464,15 @@ def test_runtime_environment(component: str) -> None:
     assert env["VROOM_HOST"] == "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
     assert Settings.env_name("host") == "VROOM_HOST"
     assert env["VROOM_STATE_DIR"].startswith("/")
-    if needs_feast(package):
-        assert env.get("VROOM_FEAST_REPO") == FEAST_REPO_IN_IMAGE
-        assert Settings.env_name("feast_repo") == "VROOM_FEAST_REPO"
-        copies = [parse_copy(v) for v in final(component).values("COPY")]
-        assert any(
-            c.sources == ["feature_repo/feature_store.yaml"]
-            and c.dest == f"{FEAST_REPO_IN_IMAGE}/feature_store.yaml"
-            for c in copies
-        ), "Feast needs feature_store.yaml in VROOM_FEAST_REPO"
-    else:
-        assert "VROOM_FEAST_REPO" not in env
-
-
-@pytest.mark.parametrize("component", COMPONENTS)
-def test_exposed_ports_are_the_settings_defaults(component: str) -> None:
-    exposed = {
-        int(port.split("/")[0])
-        for value in final(component).values("EXPOSE")
-        for port in value.split()
-    }
-    assert exposed == EXPECTED_PORTS[component]
+    # Every image carries the Feast configuration (a few bytes where Feast is unused).
+    assert env.get("VROOM_FEAST_REPO") == FEAST_REPO_IN_IMAGE
+    assert Settings.env_name("feast_repo") == "VROOM_FEAST_REPO"
+    copies = [parse_copy(v) for v in final(component).values("COPY")]
+    assert any(
+        c.sources == ["feature_repo/feature_store.yaml"]
+        and c.dest == f"{FEAST_REPO_IN_IMAGE}/feature_store.yaml"
+        for c in copies
+    ), "Feast needs feature_store.yaml in VROOM_FEAST_REPO"
 
 
 def test_dockerignore_keeps_local_state_out_and_manifests_in() -> None:

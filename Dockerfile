@@ -1,7 +1,13 @@
 # syntax=docker/dockerfile:1
-# Image of the predictor, a KServe custom model server (services/predictor, module vroom_predictor).
-# Build context: the repository root.
-#   docker build -f docker/predictor.Dockerfile -t vroom-forecast/predictor:dev .
+# One image recipe for every Python deployable; build arguments pick the workspace member.
+# Build context: the repository root. skaffold.yaml holds the argument set of each image:
+#   docker build -t vroom-forecast/gateway:dev \
+#     --build-arg MEMBER=services/gateway --build-arg PACKAGE=vroom-gateway \
+#     --build-arg MODULE=vroom_gateway .
+#
+#   MEMBER   the member's directory (its src/ is the only service code copied)
+#   PACKAGE  its project name in the uv workspace (what `uv sync --package` installs)
+#   MODULE   what the entry point runs: `python -m $MODULE`
 
 # ---- uv, pinned to the version the Makefile installs (the one that writes uv.lock) ----
 FROM ghcr.io/astral-sh/uv:0.13.8 AS uv
@@ -9,6 +15,8 @@ FROM ghcr.io/astral-sh/uv:0.13.8 AS uv
 # ---- builder: this member's locked dependencies in /app/.venv, nothing else ----
 # Same base image as the runtime stage: the venv's interpreter path must exist there.
 FROM python:3.11.14-slim-bookworm AS builder
+ARG MEMBER
+ARG PACKAGE
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -23,6 +31,8 @@ WORKDIR /src
 COPY uv.lock pyproject.toml ./
 COPY libs/common/pyproject.toml libs/common/
 COPY libs/db/pyproject.toml libs/db/
+COPY libs/kube/pyproject.toml libs/kube/
+COPY libs/registry/pyproject.toml libs/registry/
 COPY libs/rollout/pyproject.toml libs/rollout/
 COPY feature_repo/pyproject.toml feature_repo/
 COPY pipelines/pyproject.toml pipelines/
@@ -32,18 +42,25 @@ COPY services/predictor/pyproject.toml services/predictor/
 COPY services/materializer/pyproject.toml services/materializer/
 COPY services/controller/pyproject.toml services/controller/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --package vroom-predictor --no-editable --no-install-workspace
+    uv sync --frozen --no-dev --package "$PACKAGE" --no-editable --no-install-workspace
 
-# Layer 2, our code: this member and the workspace members it depends on, installed as
-# wheels (--no-editable) so the venv does not point back into /src.
+# Layer 2, our code: the shared libraries and this member, installed as wheels
+# (--no-editable) so the venv does not point back into /src. uv installs only the libraries
+# the member depends on; copying them all keeps one recipe, and an edit to one service
+# leaves the other images' layers (and Skaffold's input digests) as they were.
 COPY libs/common/src libs/common/src
+COPY libs/db/src libs/db/src
+COPY libs/kube/src libs/kube/src
+COPY libs/registry/src libs/registry/src
+COPY libs/rollout/src libs/rollout/src
 COPY feature_repo/vroom_features feature_repo/vroom_features
-COPY services/predictor/src services/predictor/src
+COPY ${MEMBER}/src ${MEMBER}/src
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --package vroom-predictor --no-editable
+    uv sync --frozen --no-dev --package "$PACKAGE" --no-editable
 
 # ---- runtime: the venv on the same slim Python; no uv, no compilers, non-root ----
 FROM python:3.11.14-slim-bookworm AS runtime
+ARG MODULE
 # UID/GID 10001; HOME is /tmp (a writable emptyDir under a read-only root filesystem);
 # /var/lib/vroom is the state directory (a volume on a cluster).
 RUN groupadd --gid 10001 vroom \
@@ -51,19 +68,21 @@ RUN groupadd --gid 10001 vroom \
         --shell /usr/sbin/nologin vroom \
     && install -d -o 10001 -g 10001 /var/lib/vroom
 COPY --from=builder /app/.venv /app/.venv
+# The Feast repository's configuration (the definitions are in the venv's vroom_features);
+# read by the members that open the feature store, a few bytes in the others.
+COPY feature_repo/feature_store.yaml /app/feature_repo/feature_store.yaml
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     VROOM_LOG_FORMAT=json \
     VROOM_HOST=0.0.0.0 \
-    VROOM_STATE_DIR=/var/lib/vroom
+    VROOM_STATE_DIR=/var/lib/vroom \
+    VROOM_FEAST_REPO=/app/feature_repo \
+    VROOM_MODULE=${MODULE}
 WORKDIR /app
 USER 10001:10001
-# KServe custom-runtime conventions: the ServingRuntime's container (kserve-container) runs
-# this entry point with the model server's flags, e.g.
-#   --model_name=<isvc name> --model_dir=/mnt/models --http_port=8080 --grpc_port=8081
-# where KServe's storage initializer has downloaded the storageUri into /mnt/models.
-# Without --model_dir (a plain `docker run`) it serves the MLflow registry's champion.
-EXPOSE 8080 8081
-ENTRYPOINT ["python", "-m", "vroom_predictor"]
+# The chart names each container's command itself (`python -m <module> ...`); this entry
+# point is for `docker run`. `exec` leaves Python as PID 1, so it receives SIGTERM.
+# Ports are the settings' defaults, declared by the chart's container ports.
+ENTRYPOINT ["sh", "-c", "exec python -m \"$VROOM_MODULE\" \"$@\"", "vroom"]
