@@ -91,7 +91,7 @@ def ensure_champion(settings: Settings, data_dir: Path | None = None, retrain: b
         exit_on_rollout_error(hook, summary.promote.champion_version)
         version = summary.promote.champion_version
     if version is None:
-        raise DependencyUnavailable("MLflow", "the pipeline ran but no champion was promoted")
+        raise DependencyUnavailable("mlflow", "the pipeline ran but no champion was promoted")
     return version
 
 

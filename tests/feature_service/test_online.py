@@ -84,7 +84,7 @@ def test_whole_fleet_in_one_call(client: TestClient, fleet: list[dict[str, Any]]
         ([0], ["body", "vehicle_ids", 0], "greater than 0"),
         ([3, -5], ["body", "vehicle_ids", 1], "greater than 0"),
         (["abc"], ["body", "vehicle_ids", 0], "valid integer"),
-        ([2**63], ["body", "vehicle_ids", 0], "less than 9223372036854775808"),
+        ([2**63], ["body", "vehicle_ids", 0], "less than or equal to 9223372036854775807"),
         ([], ["body", "vehicle_ids"], "at least 1 item"),
         (list(range(1, 1002)), ["body", "vehicle_ids"], "at most 1000 items"),
     ],

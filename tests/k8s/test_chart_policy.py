@@ -32,6 +32,7 @@ from tests.k8s.render import (
 )
 from vroom_common import events
 from vroom_common.settings import DEFAULT_MODEL_NAME, Settings
+from vroom_gateway.runners.kubernetes import LABEL_DAG_ID
 from vroom_materializer.options import MaterializerOptions
 from vroom_registry import candidate_name
 from vroom_rollout.champion import KSERVE_SCHEMES, map_storage_uri
@@ -40,7 +41,6 @@ CI_IDS = [p.name for p in CI_VALUES]
 UID = 10001
 #: The emptyDir every container writes to (the root filesystem is read-only).
 SCRATCH = "/tmp"  # noqa: S108 - a path inside the pod
-LABEL_DAG_ID = "vroom-forecast.io/dag-id"
 STANDARD_LABELS = ("name", "instance", "component", "part-of", "managed-by", "version")
 #: Our images (images.<component>); the controller's only while controller.enabled.
 OUR_IMAGES = ("gateway", "features", "predictor", "materializer", "pipelines", "controller")

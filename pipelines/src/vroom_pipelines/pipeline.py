@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -34,15 +33,10 @@ log = structlog.get_logger(__name__)
 DEFAULT_SYNTHETIC_FLEET = 1000
 
 
-def new_run_id() -> str:
-    """An Airflow-style manual run id: ``manual__<UTC ISO time>``."""
-    return f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
-
-
 @contextmanager
 def pipeline_run(settings: Settings, dag_id: DagId, run_id: str | None = None) -> Iterator[str]:
     """Publish ``pipeline-completed`` (success or failed) when the block ends."""
-    run_id = run_id or new_run_id()
+    run_id = run_id or events.new_run_id()
     state: str = "failed"
     try:
         yield run_id

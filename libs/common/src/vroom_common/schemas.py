@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 #: refuse input that would overflow.
 MAX_PRICE: Final = 1_000_000.0
 MAX_COUNT: Final = 1_000_000
+#: Vehicle ids are positive 64-bit integers (Feast's int64 entity key).
+MAX_VEHICLE_ID: Final = 2**63 - 1
+#: How every API documents a vehicle id.
+VEHICLE_ID_RULE: Final = "A vehicle id (> 0, a 64-bit integer)."
 
 
 class RequestBody(BaseModel):

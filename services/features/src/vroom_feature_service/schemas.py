@@ -11,10 +11,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
+from vroom_common.schemas import (
+    MAX_BATCH_VEHICLES,
+    MAX_VEHICLE_ID,
+    VEHICLE_ID_RULE,
+    VehicleFeatures,
+)
 
-#: A vehicle id: positive and within Feast's int64 entity key.
-VehicleId = Annotated[int, Field(gt=0, lt=2**63)]
+VehicleId = Annotated[int, Field(gt=0, le=MAX_VEHICLE_ID, description=VEHICLE_ID_RULE)]
 
 
 class ComputeRequest(BaseModel):

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from vroom_common.events import DagId
-from vroom_common.schemas import RequestBody, VehicleFeatures, VehicleSource
+from vroom_common.schemas import (
+    MAX_VEHICLE_ID,
+    VEHICLE_ID_RULE,
+    RequestBody,
+    VehicleFeatures,
+    VehicleSource,
+)
 from vroom_common.settings import check_steps
 from vroom_features.schemas import feature_fields
 from vroom_rollout.progressive.machine import CommandOutcome, Phase, Policy, Transition
@@ -55,12 +61,8 @@ class BatchPredictions(BaseModel):
     predictions: list[PredictionOut]
 
 
-#: Vehicle ids are positive 64-bit integers (the database's and Feast's key type).
-MAX_VEHICLE_ID: Final = 2**63 - 1
-
-
 def _vehicle_id() -> Any:
-    return Field(gt=0, le=MAX_VEHICLE_ID, description="A vehicle id (> 0, a 64-bit integer).")
+    return Field(gt=0, le=MAX_VEHICLE_ID, description=VEHICLE_ID_RULE)
 
 
 class VehicleIdRequest(RequestBody):

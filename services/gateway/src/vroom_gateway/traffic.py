@@ -183,17 +183,27 @@ class Traffic:
     ) -> Prediction | None:
         """The candidate's answer, or ``None`` (counted as its error) when it fails."""
         version = state.candidate_version or ""
-        started = time.perf_counter()
         try:
-            answer = await self.candidate.predict(features)
+            answer = await self._ask_candidate(features, signals, version)
         except VroomError as exc:
-            self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=False)
             log.warning(
                 "candidate failed; the champion answers", version=version, error=exc.message
             )
             return None
-        self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=True)
         self._answers.labels(answer.model_version, "candidate").inc()
+        return answer
+
+    async def _ask_candidate(
+        self, features: npt.NDArray[np.float32], signals: str, version: str
+    ) -> Prediction:
+        """The candidate's answer; its latency and outcome go into the step's signals."""
+        started = time.perf_counter()
+        try:
+            answer = await self.candidate.predict(features)
+        except VroomError:
+            self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=False)
+            raise
+        self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=True)
         return answer
 
     def _mirror(
@@ -223,15 +233,12 @@ class Traffic:
         state: RolloutState,
     ) -> None:
         version = state.candidate_version or ""
-        started = time.perf_counter()
         try:
-            answer = await self.candidate.predict(features)
+            answer = await self._ask_candidate(features, signals, version)
         except VroomError as exc:
-            self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=False)
             self._mirrored.labels("failed").inc()
             log.debug("mirrored candidate call failed", version=version, error=exc.message)
             return
-        self.batch.observe(signals, version, (time.perf_counter() - started) * 1000, ok=True)
         self._mirrored.labels("sent").inc()
         self._compare(signals, version, answer, champion)
 

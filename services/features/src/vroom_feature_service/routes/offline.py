@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from vroom_common.schemas import MAX_VEHICLE_ID, VEHICLE_ID_RULE
 from vroom_feature_service.deps import OfflineDep
 from vroom_features.schemas import OfflineFeatureRow, OfflineFeatures
 
@@ -21,7 +22,8 @@ def offline_rows(snapshot: OfflineDep) -> OfflineFeatures:
 
 @router.get("/{vehicle_id}")
 def offline_row(
-    vehicle_id: Annotated[int, Path(gt=0, lt=2**63)], snapshot: OfflineDep
+    vehicle_id: Annotated[int, Path(gt=0, le=MAX_VEHICLE_ID, description=VEHICLE_ID_RULE)],
+    snapshot: OfflineDep,
 ) -> OfflineFeatureRow:
     """One fleet vehicle's row; 404 when the offline store does not hold it."""
     return snapshot.row(vehicle_id)

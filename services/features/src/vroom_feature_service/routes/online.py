@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from vroom_common.schemas import MAX_VEHICLE_ID, VEHICLE_ID_RULE
 from vroom_feature_service.deps import FeastDep
 from vroom_feature_service.schemas import OnlineLookupRequest
 from vroom_features.schemas import OnlineDeletion, OnlineFeatures
@@ -24,7 +25,8 @@ async def online(body: OnlineLookupRequest, feast: FeastDep) -> OnlineFeatures:
 
 @router.delete("/online/{vehicle_id}")
 def delete_online(
-    vehicle_id: Annotated[int, Path(gt=0, lt=2**63)], feast: FeastDep
+    vehicle_id: Annotated[int, Path(gt=0, le=MAX_VEHICLE_ID, description=VEHICLE_ID_RULE)],
+    feast: FeastDep,
 ) -> OnlineDeletion:
     """Remove a vehicle's features from the online store (the gateway does it when a
     new arrival is deleted). Idempotent: ``deleted`` says whether there were any."""

@@ -15,7 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from vroom_common.errors import NotFound
-from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
+from vroom_common.schemas import (
+    MAX_BATCH_VEHICLES,
+    MAX_VEHICLE_ID,
+    VEHICLE_ID_RULE,
+    VehicleFeatures,
+)
 from vroom_db.queries import delete_new_arrival, vehicle_ids, vehicle_source, vehicles_with_label
 from vroom_db.vehicles import insert_vehicle, publish_vehicle_saved_async
 from vroom_features import FEATURE_NAMES
@@ -23,7 +28,6 @@ from vroom_features.schemas import StoresInfo, VehicleFeatureVector
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.deps import FeaturesDep, RedisDep, SessionsDep, SettingsDep
 from vroom_gateway.schemas import (
-    MAX_VEHICLE_ID,
     DeletedVehicle,
     FeatureStoreName,
     SavedVehicleOut,
@@ -34,9 +38,7 @@ from vroom_gateway.security import authenticate
 
 router = APIRouter(tags=["vehicles"])
 
-VehicleId = Annotated[
-    int, Path(gt=0, le=MAX_VEHICLE_ID, description="A vehicle id (> 0, a 64-bit integer).")
-]
+VehicleId = Annotated[int, Path(gt=0, le=MAX_VEHICLE_ID, description=VEHICLE_ID_RULE)]
 
 #: Online lookups per feature-service call when listing everyone's features.
 _ONLINE_CHUNK: Final = MAX_BATCH_VEHICLES
