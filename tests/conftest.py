@@ -23,10 +23,10 @@ from tests.ports import free_ports
 from tests.postgres import PostgresServer, postgres_server
 from tests.realdata import REAL_DATA_DIR
 from vroom_cli.stack import StackStatus, down, up
+from vroom_cli.stack.settings import StackSettings
 from vroom_common import events
 from vroom_common.errors import VroomError
 from vroom_common.events import PipelineCompleted, Stream
-from vroom_common.settings import Settings
 from vroom_features.contract import REGISTRATION_FILE
 from vroom_pipelines.pipeline import PipelineSummary, run_pipeline
 from vroom_registry import ModelRegistry
@@ -34,16 +34,16 @@ from vroom_registry import ModelRegistry
 #: The services the session stack runs.
 STACK_SERVICES = ("redis", "mlflow")
 
-MakeStackSettings = Callable[[Path], Settings]
+MakeStackSettings = Callable[[Path], StackSettings]
 
 
 @pytest.fixture(scope="session")
 def make_stack_settings() -> MakeStackSettings:
-    """Build ``Settings`` for a private stack: the given state dir, loopback, free ports."""
+    """Build ``StackSettings`` for a private stack: the given state dir, loopback, free ports."""
 
-    def make(state_dir: Path) -> Settings:
+    def make(state_dir: Path) -> StackSettings:
         redis_port, mlflow_port = free_ports(2)
-        return Settings(
+        return StackSettings(
             state_dir=state_dir,
             host="127.0.0.1",
             redis_port=redis_port,
@@ -57,7 +57,7 @@ def make_stack_settings() -> MakeStackSettings:
     return make
 
 
-def start_stack(settings: Settings, services: tuple[str, ...] = STACK_SERVICES) -> StackStatus:
+def start_stack(settings: StackSettings, services: tuple[str, ...] = STACK_SERVICES) -> StackStatus:
     """``up`` or fail the test with the reason (and the service's log tail)."""
     try:
         return up(settings, services=services)
@@ -69,7 +69,7 @@ def start_stack(settings: Settings, services: tuple[str, ...] = STACK_SERVICES) 
 @pytest.fixture(scope="session")
 def stack_settings(
     tmp_path_factory: pytest.TempPathFactory, make_stack_settings: MakeStackSettings
-) -> Iterator[Settings]:
+) -> Iterator[StackSettings]:
     """Settings of a running Redis + MLflow (tracking URI ``settings.mlflow_uri``)."""
     settings = make_stack_settings(tmp_path_factory.mktemp("stack"))
     start_stack(settings)
@@ -78,7 +78,7 @@ def stack_settings(
 
 
 @pytest.fixture
-def isolated_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
+def isolated_settings(stack_settings: StackSettings, tmp_path: Path) -> StackSettings:
     """The shared servers, with this test's own state dir, model name and experiment.
 
     Tests share one Redis and one MLflow; a unique registered model name keeps their
@@ -91,7 +91,7 @@ def isolated_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def redis_client(stack_settings: Settings) -> Iterator[redis.Redis]:
+def redis_client(stack_settings: StackSettings) -> Iterator[redis.Redis]:
     """A client of the session's Redis, on an empty database (bytes responses)."""
     client = redis.Redis.from_url(stack_settings.redis_url)
     client.flushdb()
@@ -107,14 +107,14 @@ CHAMPION_REDIS_DB = 3
 class Champion(NamedTuple):
     """A pipeline run and the ``pipeline-completed`` events it published."""
 
-    settings: Settings
+    settings: StackSettings
     summary: PipelineSummary
     completed: list[PipelineCompleted]
     real_data: bool
 
 
 @pytest.fixture(scope="session")
-def champion(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Champion:
+def champion(stack_settings: StackSettings, tmp_path_factory: pytest.TempPathFactory) -> Champion:
     """One full pipeline run shared by the session: the real data when present, else a
     synthetic fleet. Its registered model (``vroom-test-champion``) has a champion."""
     host, port = stack_settings.redis_host_port
@@ -151,7 +151,7 @@ def champion_model_dir(champion: Champion, tmp_path_factory: pytest.TempPathFact
     return model_dir
 
 
-def register_model_dir(settings: Settings, model_dir: Path, score: float) -> str:
+def register_model_dir(settings: StackSettings, model_dir: Path, score: float) -> str:
     """A new version of ``settings.model_name`` whose run logs ``model_dir`` as its model
     and ``score`` as cv_mae_mean (aliased ``candidate``, like training does)."""
     from vroom_pipelines.train import register  # noqa: PLC0415 - sklearn, MLflow: only when used

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vroom_common.settings import Settings
+from vroom_gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTION = ROOT / "bruno"
@@ -179,7 +179,7 @@ def openapi_endpoints(tmp_path: Path) -> set[tuple[str, str]]:
     # Imported here: the collection's own checks run even when the gateway does not import.
     from vroom_gateway.app import create_app  # noqa: PLC0415
 
-    paths = create_app(Settings(state_dir=tmp_path)).openapi()["paths"]
+    paths = create_app(GatewaySettings(state_dir=tmp_path)).openapi()["paths"]
     return {
         (method.upper(), normalize_path(path))
         for path, operations in paths.items()
@@ -304,7 +304,7 @@ def test_protected_endpoints_send_the_api_key(tmp_path: Path) -> None:
     ``{{apiKey}}`` as a bearer token; the others send no credentials."""
     from vroom_gateway.app import create_app  # noqa: PLC0415
 
-    paths = create_app(Settings(state_dir=tmp_path)).openapi()["paths"]
+    paths = create_app(GatewaySettings(state_dir=tmp_path)).openapi()["paths"]
     protected = {
         (method.upper(), normalize_path(path))
         for path, operations in paths.items()

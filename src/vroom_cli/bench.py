@@ -63,8 +63,8 @@ from vroom_cli.bench_probe import (
 )
 from vroom_cli.run import ensure_champion, gateway_url
 from vroom_cli.stack.control import status as stack_status
+from vroom_cli.stack.settings import StackSettings, get_stack_settings
 from vroom_common.schemas import MAX_BATCH_VEHICLES, RAW_ATTRIBUTES
-from vroom_common.settings import Settings, get_settings
 from vroom_pipelines.cli import exit_on_error
 
 #: The Debian package (and binary) of the load generator.
@@ -733,7 +733,7 @@ def bench_command(
     stream = sys.stderr if to_stdout else sys.stdout
     console = Console(stderr=to_stdout, width=None if stream.isatty() else 120)
     err = Console(stderr=True)
-    settings = get_settings()
+    settings = get_stack_settings()
     try:
         with _stdout_to_stderr(to_stdout), exit_on_error():
             hey = ensure_hey(install)
@@ -806,7 +806,7 @@ def bench_command(
 PROBED_SERVICES: Final = ("gateway", "features", "predictor", "redis")
 
 
-def local_pids(settings: Settings) -> dict[str, int]:
+def local_pids(settings: StackSettings) -> dict[str, int]:
     """Pids of the local stack's request-path services that run."""
     stack = stack_status(settings, PROBED_SERVICES)
     return {name: pid for name in PROBED_SERVICES if (pid := stack.service(name).pid) is not None}
@@ -821,7 +821,7 @@ def free_port() -> int:
 
 def run_peer(
     hey: str,
-    settings: Settings,
+    settings: StackSettings,
     workdir: Path,
     *,
     vehicle_id: int,

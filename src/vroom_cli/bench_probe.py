@@ -28,8 +28,8 @@ import psutil
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from vroom_cli.stack.settings import StackSettings
 from vroom_common.observability import REQUEST_METRIC
-from vroom_common.settings import Settings
 from vroom_features.online import FEATURE_REFS
 from vroom_gateway.metrics import STAGE_METRIC, STAGES
 
@@ -178,7 +178,7 @@ class FeastPeer:
     """``feast serve`` on a repo of its own: the project's ``feature_store.yaml`` with
     the registry and Redis of ``settings`` (what every service opens)."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: StackSettings, port: int) -> None:
         self.settings = settings
         self.port = port
         self.url = f"http://127.0.0.1:{port}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from vroom_cli import bench, run, stack
+from vroom_cli.stack.settings import get_stack_settings
 from vroom_common.logs import configure_logging
-from vroom_common.settings import get_settings
 from vroom_pipelines import cli as pipelines
 
 app = typer.Typer(
@@ -19,7 +19,7 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """vroom-forecast: reservation forecasts for car-sharing listings."""
-    settings = get_settings()
+    settings = get_stack_settings()
     configure_logging(settings.log_format, settings.log_level)
 
 

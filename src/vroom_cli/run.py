@@ -18,15 +18,15 @@ from rich.table import Table
 
 from vroom_cli.stack import up
 from vroom_cli.stack.cli import status_table
+from vroom_cli.stack.settings import StackSettings, get_stack_settings
 from vroom_common.errors import DependencyUnavailable
-from vroom_common.settings import Settings, get_settings
 from vroom_pipelines.cli import exit_on_error
 from vroom_registry import ALIAS_CHAMPION
 
 console = Console()
 
 
-def champion_version(settings: Settings) -> str | None:
+def champion_version(settings: StackSettings) -> str | None:
     """The champion's version number, or ``None`` when nothing was promoted yet."""
     from vroom_registry import ModelRegistry
 
@@ -34,7 +34,7 @@ def champion_version(settings: Settings) -> str | None:
     return found.version if found else None
 
 
-def sample_prediction(settings: Settings) -> tuple[dict[str, object], float, str]:
+def sample_prediction(settings: StackSettings) -> tuple[dict[str, object], float, str]:
     """The gateway's ``POST /predict`` answer for the first vehicle of the database.
 
     Returns the vehicle, the predicted reservations and the version that answered.
@@ -55,13 +55,15 @@ def sample_prediction(settings: Settings) -> tuple[dict[str, object], float, str
     return vehicle, float(answer["predicted_reservations"]), str(answer["model_version"])
 
 
-def gateway_url(settings: Settings) -> str:
+def gateway_url(settings: StackSettings) -> str:
     from vroom_cli.stack.services import GATEWAY
 
     return GATEWAY.url(settings)
 
 
-def ensure_champion(settings: Settings, data_dir: Path | None = None, retrain: bool = False) -> str:
+def ensure_champion(
+    settings: StackSettings, data_dir: Path | None = None, retrain: bool = False
+) -> str:
     """Start the whole stack (idempotent) and train + roll out a champion when there is
     none (or when ``retrain``); returns the champion's version."""
     from vroom_pipelines.cli import exit_on_rollout_error, print_pipeline_summary
@@ -110,7 +112,7 @@ def run_command(
     ] = False,
 ) -> None:
     """Start the local stack, train a champion if there is none, show a sample prediction."""
-    settings = get_settings()
+    settings = get_stack_settings()
     with exit_on_error():
         version = ensure_champion(settings, data_dir, retrain)
         vehicle, predicted, served_version = sample_prediction(settings)

@@ -39,20 +39,20 @@ from vroom_cli.stack import (
     up,
 )
 from vroom_cli.stack.services import find_redis_server
+from vroom_cli.stack.settings import StackSettings, get_stack_settings
 from vroom_cli.stack.supervisor import Supervisor, SupervisorPaths, pid_alive, render_config
 from vroom_cli.stack.watchdog import Watchdog, read_book
 from vroom_common.errors import DependencyUnavailable
-from vroom_common.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
 
-MakeStackSettings = Callable[[Path], Settings]
+MakeStackSettings = Callable[[Path], StackSettings]
 
 
 @pytest.fixture(scope="module")
 def own_stack(
     tmp_path_factory: pytest.TempPathFactory, make_stack_settings: MakeStackSettings
-) -> Iterator[tuple[Settings, StackStatus]]:
+) -> Iterator[tuple[StackSettings, StackStatus]]:
     settings = make_stack_settings(tmp_path_factory.mktemp("own-stack"))
     assert not status(settings, STACK_SERVICES).supervisor_running
     started_at = time.monotonic()
@@ -90,7 +90,7 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 # --- the running stack (in file order) --------------------------------------------------
 
 
-def test_up_starts_every_service_healthy(own_stack: tuple[Settings, StackStatus]) -> None:
+def test_up_starts_every_service_healthy(own_stack: tuple[StackSettings, StackStatus]) -> None:
     settings, first = own_stack
     assert first.started == STACK_SERVICES
     assert first.healthy
@@ -108,7 +108,9 @@ def test_up_starts_every_service_healthy(own_stack: tuple[Settings, StackStatus]
     assert (settings.state_dir / "supervisor" / "supervisord.conf").is_file()
 
 
-def test_redis_pings_and_mlflow_health_answers(own_stack: tuple[Settings, StackStatus]) -> None:
+def test_redis_pings_and_mlflow_health_answers(
+    own_stack: tuple[StackSettings, StackStatus],
+) -> None:
     settings, _ = own_stack
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
@@ -122,7 +124,7 @@ def test_redis_pings_and_mlflow_health_answers(own_stack: tuple[Settings, StackS
 
 
 def test_mlflow_logs_an_artifact_to_the_served_store(
-    own_stack: tuple[Settings, StackStatus], tmp_path: Path
+    own_stack: tuple[StackSettings, StackStatus], tmp_path: Path
 ) -> None:
     settings, _ = own_stack
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_uri)
@@ -146,7 +148,7 @@ def test_mlflow_logs_an_artifact_to_the_served_store(
     assert client.get_run(run.info.run_id).data.metrics == {"mae": 1.5}
 
 
-def test_second_up_starts_nothing(own_stack: tuple[Settings, StackStatus]) -> None:
+def test_second_up_starts_nothing(own_stack: tuple[StackSettings, StackStatus]) -> None:
     settings, _ = own_stack
     before = {s.name: s.pid for s in status(settings, STACK_SERVICES).services}
     again = up(settings, services=STACK_SERVICES)
@@ -155,7 +157,7 @@ def test_second_up_starts_nothing(own_stack: tuple[Settings, StackStatus]) -> No
     assert {s.name: s.pid for s in again.services} == before
 
 
-def test_killed_redis_comes_back(own_stack: tuple[Settings, StackStatus]) -> None:
+def test_killed_redis_comes_back(own_stack: tuple[StackSettings, StackStatus]) -> None:
     settings, _ = own_stack
     old_pid = status(settings, ["redis"]).service("redis").pid
     assert old_pid is not None
@@ -176,7 +178,7 @@ def test_killed_redis_comes_back(own_stack: tuple[Settings, StackStatus]) -> Non
     assert status(settings, STACK_SERVICES).healthy
 
 
-def test_down_stops_everything(own_stack: tuple[Settings, StackStatus]) -> None:
+def test_down_stops_everything(own_stack: tuple[StackSettings, StackStatus]) -> None:
     settings, _ = own_stack
     supervisord_pid = Supervisor(settings).pid()
     assert supervisord_pid is not None
@@ -242,7 +244,7 @@ def test_port_taken_while_the_stack_runs(
         down(settings)
 
 
-def _never_healthy(_settings: Settings) -> None:
+def _never_healthy(_settings: StackSettings) -> None:
     raise ConnectionError("nothing listens")
 
 
@@ -397,7 +399,7 @@ def test_a_service_killed_by_a_signal_is_reported_by_its_signal(tmp_path: Path) 
 
 
 def test_session_fixtures_reach_redis_and_mlflow(
-    stack_settings: Settings, redis_client: redis.Redis
+    stack_settings: StackSettings, redis_client: redis.Redis
 ) -> None:
     assert redis_client.dbsize() == 0
     redis_client.set("vroom:test", "1")
@@ -478,12 +480,12 @@ def test_cli_up_reports_a_taken_port(
     settings = make_stack_settings(tmp_path / "state")
     monkeypatch.setenv("VROOM_REDIS_PORT", str(settings.redis_port))
     monkeypatch.setenv("VROOM_MLFLOW_PORT", str(settings.mlflow_port))
-    get_settings.cache_clear()
+    get_stack_settings.cache_clear()
     try:
         with _listen(settings.redis_port):
             result = invoke("up", "-d", "--state-dir", str(settings.state_dir))
     finally:
-        get_settings.cache_clear()
+        get_stack_settings.cache_clear()
         down(settings)
     assert result.exit_code == 1
     assert (

@@ -58,7 +58,7 @@ def test_downgrade_to_base_drops_everything_and_upgrade_restores_it(engine: Engi
 
 
 def test_a_database_made_before_migrations_is_adopted_with_its_rows(engine: Engine) -> None:
-    Base.metadata.create_all(engine)  # what every process used to do
+    Base.metadata.create_all(engine)  # a database made before migrations existed
     with engine.begin() as conn:
         conn.execute(insert(Vehicle), [{"vehicle_id": 7, "source": "csv", **ATTRIBUTES}])
     migrate(engine)
@@ -111,3 +111,19 @@ def test_processes_migrating_at_once_migrate_once(database_url: str) -> None:
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_vehicle_ids_are_64_bit_on_every_backend(engine: Engine) -> None:
+    """The API takes any id up to 2**63 - 1: one past 32 bits is a vehicle like another
+    (and an unknown one is simply absent), not a database error."""
+    migrate(engine)
+    big = 2**62 + 5
+    with engine.begin() as conn:
+        conn.execute(insert(Vehicle), [{"vehicle_id": big, "source": "csv", **ATTRIBUTES}])
+        conn.execute(insert(Reservation), [{"vehicle_id": big, "created_at": datetime(2026, 1, 2)}])
+    with make_session_factory(engine).begin() as session:
+        assert session.get(Vehicle, big) is not None
+        assert session.get(Vehicle, 2**63 - 1) is None
+        assert delete_new_arrival(session, 2**40) is False
+    with engine.connect() as conn:
+        assert conn.scalar(select(Reservation.vehicle_id)) == big

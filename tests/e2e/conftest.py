@@ -3,7 +3,9 @@
 One stack for the package: Redis, MLflow, the predictor, the feature service, the
 materializer and the gateway under supervisord, in a temporary state directory, with
 a champion trained on the real data set when it is present (a synthetic fleet
-otherwise). Tests talk to the gateway over HTTP only.
+otherwise). The vehicle database is PostgreSQL, as on a cluster (the gateway's own
+suite and the pipelines' run on SQLite, the local default). Tests talk to the gateway
+over HTTP only.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
 from tests.conftest import free_ports
+from tests.postgres import PostgresServer
 from tests.realdata import REAL_DATA_DIR
 from vroom_cli.run import ensure_champion, gateway_url
 from vroom_cli.stack import down
+from vroom_cli.stack.settings import StackSettings
 from vroom_common.errors import VroomError
-from vroom_common.settings import DEFAULT_CORS_ORIGINS, Settings
+from vroom_gateway.settings import DEFAULT_CORS_ORIGINS
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +54,7 @@ def _dashboard_port() -> int:
 
 @dataclass(frozen=True)
 class Stack:
-    settings: Settings
+    settings: StackSettings
     url: str
     champion_version: str
     real_data: bool
@@ -68,11 +72,11 @@ class Stack:
         return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
 
-def stack_settings(state_dir: Path) -> Settings:
+def stack_settings(state_dir: Path, database_url: str) -> StackSettings:
     redis, mlflow, gateway, rest, grpc, features = free_ports(6)
     dashboard = f"http://{DASHBOARD_HOST}:{_dashboard_port()}"
     origins = list(DEFAULT_CORS_ORIGINS)
-    return Settings(
+    return StackSettings(
         state_dir=state_dir,
         host="127.0.0.1",
         redis_port=redis,
@@ -87,6 +91,7 @@ def stack_settings(state_dir: Path) -> Settings:
         predictor_url=f"http://127.0.0.1:{rest}",
         predictor_grpc_target=f"127.0.0.1:{grpc}",
         feature_service_url=f"http://127.0.0.1:{features}",
+        database_url=database_url,
         benchmark_budget_s=2.0,  # the fuzzer may ask for 100,000 iterations
         sse_keepalive_s=1.0,
         # Rollouts decided in seconds, on enough requests for a stable p99 under load.
@@ -106,8 +111,13 @@ def stack_settings(state_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="package")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = stack_settings(tmp_path_factory.mktemp("e2e") / "state")
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Stack]:
+    with postgres.database() as database_url:
+        state_dir = tmp_path_factory.mktemp("e2e") / "state"
+        yield from _run_stack(stack_settings(state_dir, database_url))
+
+
+def _run_stack(settings: StackSettings) -> Iterator[Stack]:
     real_data = (REAL_DATA_DIR / "vehicles.csv").is_file()
     try:
         version = ensure_champion(settings, REAL_DATA_DIR if real_data else None)

@@ -23,11 +23,11 @@ from kserve import InferenceGRPCClient, InferInput, InferRequest
 from tests.conftest import free_ports, start_stack
 from tests.predictor.conftest import Served, predictor_settings
 from vroom_cli.stack import down
-from vroom_common.settings import Settings
 from vroom_db import one_off_session
 from vroom_db.queries import raw_vehicles
 from vroom_features.contract import INPUT_DATATYPE, INPUT_NAME
 from vroom_gateway.app import create_app
+from vroom_gateway.settings import GatewaySettings
 from vroom_pipelines.materialize import materialize
 from vroom_pipelines.seed import seed_synthetic
 
@@ -40,7 +40,7 @@ FLEET_SIZE = 50
 @pytest.fixture(scope="package")
 def served(
     champion_model_dir: Path,
-    stack_settings: Settings,
+    stack_settings: GatewaySettings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     """Predictor + feature service running; the predictor serves its champion."""

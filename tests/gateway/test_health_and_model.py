@@ -14,9 +14,9 @@ from tests.gateway.conftest import VEHICLE, dead_port
 from tests.predictor.conftest import Served, predictor_settings, start_predictor
 from vroom_cli.stack import down
 from vroom_common.events import ModelLoaded
-from vroom_common.settings import Settings
 from vroom_gateway.app import create_app
 from vroom_gateway.routes.events import health_changed
+from vroom_gateway.settings import GatewaySettings
 from vroom_pipelines.train import MODEL_FEATURES
 from vroom_registry import ALIAS_CHAMPION
 
@@ -108,7 +108,7 @@ def test_model_reports_the_champion(champion: Champion) -> None:
     assert sum(body["feature_importances"].values()) == pytest.approx(1.0)
 
 
-def test_model_without_champion_is_404(stack_settings: Settings) -> None:
+def test_model_without_champion_is_404(stack_settings: GatewaySettings) -> None:
     settings = stack_settings.with_overrides(model_name="vroom-test-never-promoted")
     with TestClient(create_app(settings)) as client:
         response = client.get("/model")
@@ -116,7 +116,7 @@ def test_model_without_champion_is_404(stack_settings: Settings) -> None:
     assert "vroom-test-never-promoted" in response.json()["detail"]
 
 
-def test_model_with_mlflow_down_is_503(stack_settings: Settings) -> None:
+def test_model_with_mlflow_down_is_503(stack_settings: GatewaySettings) -> None:
     settings = stack_settings.with_overrides(mlflow_uri=f"http://127.0.0.1:{dead_port()}")
     with TestClient(create_app(settings)) as client:
         response = client.get("/model")
@@ -131,7 +131,7 @@ def test_openapi_docs(client: TestClient) -> None:
 
 
 def test_predictor_without_a_model(
-    served: Served, stack_settings: Settings, tmp_path: Path
+    served: Served, stack_settings: GatewaySettings, tmp_path: Path
 ) -> None:
     """A predictor that is up but has no champion: /health no_model, /predict 503."""
     settings = predictor_settings(stack_settings, tmp_path / "state").with_overrides(

@@ -37,7 +37,6 @@ from vroom_common.errors import (
     PermissionDenied,
 )
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, PipelineCompleted, Stream
-from vroom_common.settings import Settings
 from vroom_gateway.runners import (
     AirflowRunner,
     CommandFactory,
@@ -50,6 +49,7 @@ from vroom_gateway.runners import (
     make_runner,
     safe_file_name,
 )
+from vroom_gateway.settings import GatewaySettings
 from vroom_pipelines.seed import seed_synthetic
 
 T = TypeVar("T")
@@ -74,10 +74,10 @@ def completed_events(client: redis.Redis) -> list[PipelineCompleted]:
 
 
 @pytest.fixture
-def offline_settings(tmp_path: Path) -> Settings:
+def offline_settings(tmp_path: Path) -> GatewaySettings:
     """A state dir of its own and a Redis nobody listens on (the runner must cope)."""
     (port,) = free_ports(1)
-    return Settings(state_dir=tmp_path / "state", redis_url=f"redis://127.0.0.1:{port}/0")
+    return GatewaySettings(state_dir=tmp_path / "state", redis_url=f"redis://127.0.0.1:{port}/0")
 
 
 async def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
@@ -93,9 +93,9 @@ async def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
 
 
 def test_make_runner_picks_the_backend(tmp_path: Path) -> None:
-    local = make_runner(Settings(state_dir=tmp_path))
-    kube = make_runner(Settings(state_dir=tmp_path, pipeline_runner="kubernetes"))
-    airflow = make_runner(Settings(state_dir=tmp_path, airflow_url="http://airflow:8080"))
+    local = make_runner(GatewaySettings(state_dir=tmp_path))
+    kube = make_runner(GatewaySettings(state_dir=tmp_path, pipeline_runner="kubernetes"))
+    airflow = make_runner(GatewaySettings(state_dir=tmp_path, airflow_url="http://airflow:8080"))
     assert (local.name, kube.name, airflow.name) == ("local", "kubernetes", "airflow")
     assert isinstance(local, LocalRunner)
     assert isinstance(kube, KubernetesRunner)
@@ -135,7 +135,7 @@ def test_names_for_files_labels_and_jobs() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_local_one_run_per_dag_and_dags_in_parallel(offline_settings: Settings) -> None:
+def test_local_one_run_per_dag_and_dags_in_parallel(offline_settings: GatewaySettings) -> None:
     async def scenario() -> None:
         runner = LocalRunner(offline_settings, command=SLEEPER, stop_grace_s=5)
         try:
@@ -167,7 +167,7 @@ def test_local_one_run_per_dag_and_dags_in_parallel(offline_settings: Settings) 
 
 
 @pytest.mark.timeout(60)
-def test_local_concurrent_triggers_start_one_process(offline_settings: Settings) -> None:
+def test_local_concurrent_triggers_start_one_process(offline_settings: GatewaySettings) -> None:
     async def scenario() -> None:
         runner = LocalRunner(offline_settings, command=SLEEPER, stop_grace_s=5)
         try:
@@ -184,7 +184,7 @@ def test_local_concurrent_triggers_start_one_process(offline_settings: Settings)
 
 
 @pytest.mark.timeout(60)
-def test_local_logs_environment_and_rerun(offline_settings: Settings) -> None:
+def test_local_logs_environment_and_rerun(offline_settings: GatewaySettings) -> None:
     code = (
         "import os, sys; print('out', sys.argv[1:], flush=True); "
         "print('err', os.environ['VROOM_DAG_RUN_ID'], os.environ['VROOM_STATE_DIR'], "
@@ -215,7 +215,7 @@ def test_local_logs_environment_and_rerun(offline_settings: Settings) -> None:
     run(scenario())
 
 
-def test_local_default_command_runs_vroom_pipelines(offline_settings: Settings) -> None:
+def test_local_default_command_runs_vroom_pipelines(offline_settings: GatewaySettings) -> None:
     runner = LocalRunner(offline_settings)
     argv = list(runner.command(DAG_PIPELINE, "manual__x"))
     assert argv == [
@@ -241,7 +241,7 @@ def test_local_default_command_runs_vroom_pipelines(offline_settings: Settings) 
     ids=lambda case: case[0],
 )
 def test_local_reports_the_end_when_the_child_did_not(
-    isolated_settings: Settings,
+    isolated_settings: GatewaySettings,
     redis_client: redis.Redis,
     case: tuple[str, str, int, str],
 ) -> None:
@@ -269,7 +269,7 @@ def test_local_reports_the_end_when_the_child_did_not(
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_local_does_not_duplicate_the_childs_event(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: GatewaySettings, redis_client: redis.Redis
 ) -> None:
     code = (
         "import os, sys, redis\n"
@@ -298,7 +298,7 @@ def test_local_does_not_duplicate_the_childs_event(
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_local_aclose_terminates_then_kills(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: GatewaySettings, redis_client: redis.Redis
 ) -> None:
     stubborn = standin(
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -335,7 +335,7 @@ def test_local_aclose_terminates_then_kills(
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_local_runs_the_real_materialize_pipeline(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: GatewaySettings, redis_client: redis.Redis
 ) -> None:
     """``python -m vroom_pipelines materialize`` through the runner: the pipeline's own
     pipeline-completed event arrives on the stream with the run id the runner gave."""
@@ -383,7 +383,7 @@ def fake_batch() -> Iterator[FakeBatch]:
 
 
 def kube_runner(fake: FakeBatch, **overrides: Any) -> KubernetesRunner:
-    settings = Settings(pipeline_runner="kubernetes", kube_namespace=NAMESPACE, **overrides)
+    settings = GatewaySettings(pipeline_runner="kubernetes", kube_namespace=NAMESPACE, **overrides)
     return KubernetesRunner(
         settings, kube_client.ApiClient(kube_client.Configuration(host=fake.url))
     )
@@ -556,7 +556,7 @@ def test_kube_api_errors_are_mapped(
 def test_kube_unreachable_api_server(tmp_path: Path) -> None:
     (port,) = free_ports(1)
     runner = KubernetesRunner(
-        Settings(state_dir=tmp_path, pipeline_runner="kubernetes", kube_namespace=NAMESPACE),
+        GatewaySettings(state_dir=tmp_path, pipeline_runner="kubernetes", kube_namespace=NAMESPACE),
         kube_client.ApiClient(kube_client.Configuration(host=f"http://127.0.0.1:{port}")),
     )
     with pytest.raises(DependencyUnavailable) as error:
@@ -569,7 +569,7 @@ def test_kube_without_any_config_is_unavailable(
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
-    runner = make_runner(Settings(state_dir=tmp_path, pipeline_runner="kubernetes"))
+    runner = make_runner(GatewaySettings(state_dir=tmp_path, pipeline_runner="kubernetes"))
     with pytest.raises(DependencyUnavailable):
         run(runner.trigger(DAG_PIPELINE))
 
@@ -656,7 +656,9 @@ def make_fake_airflow() -> Iterator[Callable[..., FakeAirflow]]:
         yield make
 
 
-def airflow_trigger(settings: Settings, dag_id: Any = DAG_PIPELINE, **options: Any) -> TriggeredRun:
+def airflow_trigger(
+    settings: GatewaySettings, dag_id: Any = DAG_PIPELINE, **options: Any
+) -> TriggeredRun:
     async def go() -> TriggeredRun:
         runner = AirflowRunner(settings, **options)
         try:
@@ -671,7 +673,7 @@ def test_airflow_triggers_the_dag_run_with_basic_auth(
     make_fake_airflow: Callable[..., FakeAirflow], tmp_path: Path
 ) -> None:
     fake = make_fake_airflow(answer_run_id="manual__as-airflow-named-it")
-    settings = Settings(
+    settings = GatewaySettings(
         state_dir=tmp_path,
         airflow_url=fake.url,
         airflow_username="vroom",
@@ -692,7 +694,7 @@ def test_airflow_without_credentials_and_with_an_api_url(
     make_fake_airflow: Callable[..., FakeAirflow], tmp_path: Path
 ) -> None:
     fake = make_fake_airflow()
-    answer = airflow_trigger(Settings(state_dir=tmp_path, airflow_url=f"{fake.url}/api/v1/"))
+    answer = airflow_trigger(GatewaySettings(state_dir=tmp_path, airflow_url=f"{fake.url}/api/v1/"))
     ((_method, path, headers, body),) = fake.requests
     assert path == f"/api/v1/dags/{DAG_PIPELINE}/dagRuns"
     assert "authorization" not in headers
@@ -720,7 +722,9 @@ def test_airflow_errors_are_mapped(
 ) -> None:
     fake = make_fake_airflow(status=status)
     with pytest.raises(error) as raised:
-        airflow_trigger(Settings(state_dir=tmp_path, airflow_url=fake.url, airflow_username="u"))
+        airflow_trigger(
+            GatewaySettings(state_dir=tmp_path, airflow_url=fake.url, airflow_username="u")
+        )
     assert words in str(raised.value)
     assert len(fake.requests) == 1  # answered: never retried
 
@@ -730,14 +734,15 @@ def test_airflow_unreachable_is_retried_then_unavailable(tmp_path: Path) -> None
     started = time.monotonic()
     with pytest.raises(DependencyUnavailable) as raised:
         airflow_trigger(
-            Settings(state_dir=tmp_path, airflow_url=f"http://127.0.0.1:{port}"), retry_wait_s=0.01
+            GatewaySettings(state_dir=tmp_path, airflow_url=f"http://127.0.0.1:{port}"),
+            retry_wait_s=0.01,
         )
     assert raised.value.dependency == "airflow"
     assert time.monotonic() - started < 5
 
 
 def test_airflow_retries_only_connect_errors(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path, airflow_url="http://airflow.test")
+    settings = GatewaySettings(state_dir=tmp_path, airflow_url="http://airflow.test")
     calls: list[str] = []
 
     def flaky(request: httpx.Request) -> httpx.Response:

@@ -32,8 +32,8 @@ from tests.fake_http import Recorded, serve_json
 from tests.gateway.conftest import VEHICLE
 from tests.predictor.conftest import Served
 from vroom_common.http import server_config
-from vroom_common.settings import Settings
 from vroom_gateway.app import create_app
+from vroom_gateway.settings import GatewaySettings
 
 KEY = "k-" + "a" * 30
 OTHER_KEY = "k-" + "b" * 30
@@ -43,7 +43,7 @@ OPEN_POSTS = {"/predict", "/predict/id", "/predict/batch"}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def operations(settings: Settings) -> list[tuple[str, str, dict[str, Any]]]:
+def operations(settings: GatewaySettings) -> list[tuple[str, str, dict[str, Any]]]:
     """(method, path template, operation) of every operation in the app's OpenAPI."""
     paths = create_app(settings).openapi()["paths"]
     return [
@@ -53,7 +53,7 @@ def operations(settings: Settings) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-def protected(settings: Settings) -> list[tuple[str, str]]:
+def protected(settings: GatewaySettings) -> list[tuple[str, str]]:
     """(method, path) of every operation that authenticates its caller: FastAPI lists
     the bearer / X-API-Key schemes of ``authenticate`` on exactly those."""
     return [(method, path) for method, path, op in operations(settings) if op.get("security")]
@@ -81,7 +81,7 @@ def airflow() -> Iterator[FakeAirflow]:
         yield fake
 
 
-def secured(served: Served, airflow: FakeAirflow, **overrides: Any) -> Settings:
+def secured(served: Served, airflow: FakeAirflow, **overrides: Any) -> GatewaySettings:
     return served.settings.with_overrides(
         api_keys=[KEY, OTHER_KEY],
         airflow_url=airflow.url,
@@ -427,7 +427,7 @@ def test_one_benchmark_at_a_time_per_gateway(served: Served, airflow: FakeAirflo
 
 
 @pytest.fixture
-def server(served: Served) -> Iterator[Settings]:
+def server(served: Served) -> Iterator[GatewaySettings]:
     """The gateway under uvicorn as ``serve`` runs it, with short client deadlines."""
     (port,) = free_ports(1)
     settings = served.settings.with_overrides(
@@ -456,14 +456,14 @@ def _closed_after(sock: socket.socket, limit_s: float) -> tuple[float, bytes]:
     return time.monotonic() - started, received
 
 
-def test_a_client_that_sends_nothing_is_cut_off(server: Settings) -> None:
+def test_a_client_that_sends_nothing_is_cut_off(server: GatewaySettings) -> None:
     with socket.create_connection((server.host, server.gateway_port)) as sock:
         waited, received = _closed_after(sock, 5)
     assert 0.3 < waited < 2.0
     assert received == b""
 
 
-def test_a_client_that_dribbles_its_headers_is_cut_off(server: Settings) -> None:
+def test_a_client_that_dribbles_its_headers_is_cut_off(server: GatewaySettings) -> None:
     with socket.create_connection((server.host, server.gateway_port)) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         started = time.monotonic()
@@ -479,7 +479,7 @@ def test_a_client_that_dribbles_its_headers_is_cut_off(server: Settings) -> None
         assert cut_off < 2.5
 
 
-def test_a_slow_body_is_408_and_a_good_request_still_works(server: Settings) -> None:
+def test_a_slow_body_is_408_and_a_good_request_still_works(server: GatewaySettings) -> None:
     with socket.create_connection((server.host, server.gateway_port)) as sock:
         sock.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -12,9 +12,9 @@ import pytest
 
 from vroom_common.errors import DependencyUnavailable
 from vroom_common.observability import HttpMetrics
-from vroom_common.settings import Settings
 from vroom_gateway.clients.predictor import Prediction
 from vroom_gateway.metrics import ServedVersion
+from vroom_gateway.settings import GatewaySettings
 from vroom_gateway.traffic import Traffic, share_bucket
 from vroom_rollout.progressive.machine import RolloutState
 from vroom_rollout.progressive.signals import VersionSignals, summarize
@@ -50,7 +50,7 @@ def key_in(bucket: range) -> bytes:
 
 
 def traffic(champion: StandIn, candidate: StandIn) -> Traffic:
-    settings = Settings(model_name="m")
+    settings = GatewaySettings(model_name="m")
     metrics = HttpMetrics("gateway")
     routed = Traffic(
         settings,

@@ -29,7 +29,7 @@ from tests.k8s.render import (
     render_raw,
     strip_source,
 )
-from vroom_common.settings import Settings
+from vroom_cli.stack.settings import StackSettings
 
 INGRESS_VALUES = CI_DIR / "ingress-values.yaml"
 HTTPROUTE_VALUES = CI_DIR / "httproute-values.yaml"
@@ -224,7 +224,7 @@ def test_cors_origins_reach_the_gateway_comma_separated() -> None:
     env = _gateway_env(render(INGRESS_VALUES))
     assert env["VROOM_CORS_ORIGINS"] == ",".join(values["origins"])
     assert env["VROOM_CORS_ALLOW_CREDENTIALS"] == "true"
-    settings = Settings.model_validate(
+    settings = StackSettings.model_validate(
         {
             "cors_origins": env["VROOM_CORS_ORIGINS"],
             "cors_allow_credentials": env["VROOM_CORS_ALLOW_CREDENTIALS"],

@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pydantic import AliasChoices
 
 from tests.k8s.render import (
     CI_VALUES,
@@ -30,12 +29,16 @@ from tests.k8s.render import (
     render,
     render_raw,
 )
+from vroom_cli.stack.settings import StackSettings
 from vroom_common import events
 from vroom_common.settings import DEFAULT_MODEL_NAME, Settings
 from vroom_gateway.runners.kubernetes import LABEL_DAG_ID
+from vroom_gateway.settings import GatewaySettings
 from vroom_materializer.options import MaterializerOptions
+from vroom_pipelines.settings import PipelineSettings
 from vroom_registry import candidate_name
 from vroom_rollout.champion import KSERVE_SCHEMES, map_storage_uri
+from vroom_rollout.settings import RolloutSettings
 
 CI_IDS = [p.name for p in CI_VALUES]
 UID = 10001
@@ -254,33 +257,23 @@ def test_sqlite_keeps_one_gateway_replica_and_postgresql_scales() -> None:
 
 
 def _setting_variables() -> dict[str, str]:
-    """Every variable the services read -> its field (Settings and the materializer's)."""
-    variables: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        names = (
-            [c for c in alias.choices if isinstance(c, str)]
-            if isinstance(alias, AliasChoices)
-            else [alias]
-            if isinstance(alias, str)
-            else [f"VROOM_{name.upper()}"]
-        )
-        variables.update(dict.fromkeys(names, name))
+    """Every variable the services read -> its field (StackSettings and the materializer's)."""
+    variables = StackSettings.env_names()
     prefix = MaterializerOptions.model_config.get("env_prefix", "")
     for name in MaterializerOptions.model_fields:
         variables[f"{prefix}{name.upper()}".upper()] = f"materializer.{name}"
     return variables
 
 
-def _settings_of(container: Mapping[str, Any]) -> Settings:
-    """The Settings a container's process builds from its literal environment."""
+def _settings_of(container: Mapping[str, Any]) -> StackSettings:
+    """The StackSettings a container's process builds from its literal environment."""
     fields = _setting_variables()
     values = {
         fields[name]: value
         for name, value in container_env(container).items()
         if value is not None and name in fields and "." not in fields[name]
     }
-    return Settings.model_validate(values)
+    return StackSettings.model_validate(values)
 
 
 def test_every_vroom_variable_is_a_real_setting(docs: list[dict[str, Any]]) -> None:
@@ -307,8 +300,7 @@ def test_every_vroom_variable_is_a_real_setting(docs: list[dict[str, Any]]) -> N
 ROLLOUT_POLICY = {
     "rollout_strategy", "rollout_steps", "rollout_shadow_s", "rollout_step_s",
     "rollout_min_requests", "rollout_max_error_rate", "rollout_max_p99_ratio",
-    "rollout_p99_slack_ms", "rollout_max_disagreement", "rollout_candidate_timeout_s",
-    "rollout_mirror_max_inflight", "rollout_timeout_s",
+    "rollout_p99_slack_ms", "rollout_max_disagreement", "rollout_timeout_s",
 }  # fmt: skip
 NEEDS: dict[str, set[str]] = {
     "gateway": {
@@ -317,13 +309,14 @@ NEEDS: dict[str, set[str]] = {
         "candidate_predictor_url", "feature_service_url", "state_dir", "db_path|database_url",
         "offline_store_path", "feast_repo", "log_format", "rollout_backend",
         "inference_service_name", "storage_uri_map", "kube_namespace", "pipeline_runner",
-        "kube_materialize_cronjob", "kube_pipeline_cronjob", *ROLLOUT_POLICY,
+        "kube_materialize_cronjob", "kube_pipeline_cronjob", "rollout_candidate_timeout_s",
+        "rollout_mirror_max_inflight", *ROLLOUT_POLICY,
     },
     "controller": {
         "redis_url", "mlflow_uri", "model_name", "state_dir", "log_format",
         "rollout_backend", "inference_service_name", "storage_uri_map", "kube_namespace",
         "predictor_url", "predictor_grpc_target", "candidate_predictor_url",
-        "candidate_predictor_grpc_target", "rollout_lease_ttl_s", "rollout_tick_s",
+        "rollout_lease_ttl_s", "rollout_tick_s",
         *ROLLOUT_POLICY,
     },
     "features": {
@@ -374,6 +367,34 @@ def test_each_service_gets_the_variables_it_reads(
             assert missing == [], f"{role}: {missing}"
 
 
+#: The settings class each of our main containers reads from its environment.
+READERS: dict[str, type[Settings]] = {
+    "gateway": GatewaySettings,
+    "controller": RolloutSettings,
+    "features": Settings,
+    "materializer": Settings,
+    "predictor": Settings,
+    "pipeline": PipelineSettings,
+    "materialize": PipelineSettings,
+}
+
+
+def test_each_service_is_given_only_settings_it_reads(docs: list[dict[str, Any]]) -> None:
+    roles = _main_containers(docs)
+    assert set(READERS) <= set(roles) | {"controller"}
+    prefix = MaterializerOptions.model_config.get("env_prefix", "")
+    options = {f"{prefix}{name}".upper() for name in MaterializerOptions.model_fields}
+    for role, reader in READERS.items():
+        known = set(reader.env_names()) | (options if role == "materializer" else set())
+        for container in roles.get(role, []):
+            stray = sorted(
+                name
+                for name in container_env(container)
+                if name.startswith(("VROOM_", "SERVING_")) and name not in known
+            )
+            assert stray == [], f"{role}: {stray} set, but {reader.__name__} reads none of them"
+
+
 def test_service_addresses_point_at_the_rendered_services(docs: list[dict[str, Any]]) -> None:
     services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
     isvc = one(docs, "InferenceService")["metadata"]["name"]
@@ -381,7 +402,7 @@ def test_service_addresses_point_at_the_rendered_services(docs: list[dict[str, A
     grpc_host, _, grpc_port = gateway.predictor_grpc_target.rpartition(":")
     # KServe (Standard mode) names the predictor Service <isvc>-predictor.
     assert grpc_host == f"{isvc}-predictor"
-    assert int(grpc_port) == Settings.model_fields["predictor_grpc_port"].default
+    assert int(grpc_port) == StackSettings.model_fields["predictor_grpc_port"].default
     assert gateway.inference_service_name == isvc
     features = urlsplit(gateway.feature_service_url)
     assert features.port in [p["port"] for p in services[features.hostname]["spec"]["ports"]]
@@ -402,7 +423,7 @@ def test_service_addresses_point_at_the_rendered_services(docs: list[dict[str, A
 
 
 def test_ports_equal_the_settings_defaults() -> None:
-    defaults = {name: f.default for name, f in Settings.model_fields.items()}
+    defaults = {name: f.default for name, f in StackSettings.model_fields.items()}
     values = chart_values()
     assert values["gateway"]["port"] == defaults["gateway_port"]
     assert values["features"]["port"] == defaults["feature_service_port"]

@@ -4,7 +4,7 @@ The controller Deployment, its account, Role and NetworkPolicy; the candidate
 InferenceService the controller creates (built here with the deployer's own
 ``candidate_manifest`` from the rendered champion) and how the policies treat its pods;
 one rollout policy for the gateway, the controller and the pipeline Jobs, equal to the
-Settings defaults; and what ``controller.enabled=false`` does.
+StackSettings defaults; and what ``controller.enabled=false`` does.
 """
 
 from __future__ import annotations
@@ -37,17 +37,18 @@ from tests.k8s.test_chart_policy import (
     _settings_of,
     render_values,
 )
-from vroom_common.settings import Settings
+from vroom_cli.stack.settings import StackSettings
 from vroom_controller.__main__ import build_parser
 from vroom_registry import candidate_name
 from vroom_rollout.champion import ChampionRef
 from vroom_rollout.kubernetes import LABEL_ROLE, candidate_manifest
+from vroom_rollout.settings import RolloutSettings
 
 CI_IDS = [p.name for p in CI_VALUES]
 CONTROLLER = f"{RELEASE}-controller"
 KSERVE = "serving.kserve.io"
 
-#: Chart value (section, key) -> the Settings field it sets.
+#: Chart value (section, key) -> the StackSettings field it sets.
 VALUE_FIELDS: dict[tuple[str, str], str] = {
     ("rollout", "strategy"): "rollout_strategy",
     ("rollout", "steps"): "rollout_steps",
@@ -73,7 +74,7 @@ def values_file(request: pytest.FixtureRequest) -> Path:
 
 
 def _default(field: str) -> Any:
-    return Settings.model_fields[field].get_default(call_default_factory=True)
+    return StackSettings.model_fields[field].get_default(call_default_factory=True)
 
 
 def _controller_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def _controller_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return containers[0]
 
 
-# --- one policy, the Settings' defaults ---------------------------------------------------
+# --- one policy, the StackSettings' defaults ---------------------------------------------------
 
 
 def test_rollout_values_default_to_the_settings_defaults() -> None:
@@ -124,8 +125,8 @@ def test_custom_steps_reach_every_party_in_order() -> None:
 def test_the_controller_gets_every_rollout_setting() -> None:
     """A rollout_* setting the chart leaves at its default is one nobody can tune."""
     env = container_env(_controller_container(render()))
-    fields = [name for name in Settings.model_fields if name.startswith("rollout_")]
-    missing = [name for name in fields if Settings.env_name(name) not in env]
+    fields = [name for name in RolloutSettings.model_fields if name.startswith("rollout_")]
+    missing = [name for name in fields if RolloutSettings.env_name(name) not in env]
     assert missing == []
 
 
@@ -290,8 +291,11 @@ def test_gateway_and_controller_address_champion_and_candidate(
         assert settings.predictor_grpc_target == f"{isvc}-predictor:{grpc}"
         assert settings.predictor_url == f"http://{isvc}-predictor"
         candidate = candidate_name(settings.inference_service_name)
-        assert settings.candidate_predictor_grpc_target == f"{candidate}-predictor:{grpc}"
         assert settings.candidate_predictor_url == f"http://{candidate}-predictor"
+    # The gateway alone calls the candidate over gRPC.
+    (gateway,) = roles["gateway"]
+    target = _settings_of(gateway).candidate_predictor_grpc_target
+    assert target == f"{candidate_name(isvc)}-predictor:{grpc}"
 
 
 def _candidate_pod(docs: list[dict[str, Any]]) -> PodSpec:

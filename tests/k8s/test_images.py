@@ -26,7 +26,7 @@ import pytest
 from dockerfile_parse import DockerfileParser
 
 from tests.k8s.test_skaffold import IMAGE_PREFIX, artifacts, load_config
-from vroom_common.settings import Settings
+from vroom_cli.stack.settings import StackSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -462,11 +462,11 @@ def test_runtime_environment(component: str) -> None:
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["VROOM_LOG_FORMAT"] == "json"
     assert env["VROOM_HOST"] == "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
-    assert Settings.env_name("host") == "VROOM_HOST"
+    assert StackSettings.env_name("host") == "VROOM_HOST"
     assert env["VROOM_STATE_DIR"].startswith("/")
     # Every image carries the Feast configuration (a few bytes where Feast is unused).
     assert env.get("VROOM_FEAST_REPO") == FEAST_REPO_IN_IMAGE
-    assert Settings.env_name("feast_repo") == "VROOM_FEAST_REPO"
+    assert StackSettings.env_name("feast_repo") == "VROOM_FEAST_REPO"
     copies = [parse_copy(v) for v in final(component).values("COPY")]
     assert any(
         c.sources == ["feature_repo/feature_store.yaml"]

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.k8s import test_skaffold as skaffold
-from vroom_common.settings import Settings
+from vroom_cli.stack.settings import StackSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND_CONFIG = REPO_ROOT / "kind-config.yaml"
@@ -122,7 +122,7 @@ def kind_config() -> dict[str, Any]:
 
 def gateway_mapping() -> dict[str, Any]:
     """The port mapping that exposes the gateway: host port = the gateway's port."""
-    port = Settings().gateway_port
+    port = StackSettings().gateway_port
     mappings = [
         m
         for node in kind_config()["nodes"]
@@ -197,4 +197,4 @@ def test_the_kind_release_exposes_the_gateway_on_the_mapped_node_port() -> None:
     ports = service["spec"]["ports"]
     exposed = [p for p in ports if p.get("nodePort") == gateway_mapping()["containerPort"]]
     assert len(exposed) == 1, ports
-    assert exposed[0]["port"] == Settings().gateway_port
+    assert exposed[0]["port"] == StackSettings().gateway_port

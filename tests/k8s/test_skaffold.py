@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from vroom_common.settings import Settings
+from vroom_cli.stack.settings import StackSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SKAFFOLD_FILE = REPO_ROOT / "skaffold.yaml"
@@ -313,7 +313,7 @@ def test_port_forward_reaches_the_gateway_service() -> None:
     gateway = [f for f in forwards if f["resourceName"].endswith("-gateway")]
     assert len(gateway) == 1
     forward = gateway[0]
-    port = Settings().gateway_port
+    port = StackSettings().gateway_port
     assert forward["resourceType"] == "service"
     assert forward["namespace"] == release(config)["namespace"]
     assert forward["port"] == port
@@ -338,7 +338,7 @@ def test_kind_profile_loads_images_into_the_cluster() -> None:
     assert release(effective)["setValueTemplates"] == release(config)["setValueTemplates"]
     # kind's host port mapping serves localhost:8000; no port-forward competes for it.
     assert all(
-        f.get("localPort") != Settings().gateway_port for f in effective.get("portForward", [])
+        f.get("localPort") != StackSettings().gateway_port for f in effective.get("portForward", [])
     )
 
 

@@ -28,7 +28,7 @@ from vroom_common.schemas import VehicleFeatures
 from vroom_common.settings import Settings
 from vroom_db import make_engine, make_session_factory
 from vroom_db.queries import vehicle_ids
-from vroom_db.vehicles import save_vehicle
+from vroom_db.vehicles import insert_vehicle, publish_vehicle_saved
 from vroom_features.online import read_online, split_found
 from vroom_features.store import open_store
 from vroom_materializer.health import heartbeat_path
@@ -74,9 +74,12 @@ class Fleet:
         """Save ``n`` new arrivals through the producer; every event is published."""
         ids = []
         for _ in range(n):
-            saved = save_vehicle(self.sessions, self.client, random_vehicle(self.rng), maxlen)
-            assert saved.event_published
-            ids.append(saved.vehicle_id)
+            vehicle_id = insert_vehicle(self.sessions, random_vehicle(self.rng))
+            published = publish_vehicle_saved(
+                self.client, vehicle_id, maxlen or self.settings.stream_maxlen
+            )
+            assert published
+            ids.append(vehicle_id)
         return ids
 
     def online(self, ids: list[int]) -> set[int]:

@@ -22,7 +22,7 @@ from vroom_cli.stack.services import find_redis_server
 from vroom_common.events import MATERIALIZER_GROUP, Stream
 from vroom_common.settings import Settings
 from vroom_db.queries import raw_vehicles
-from vroom_db.vehicles import save_vehicle
+from vroom_db.vehicles import insert_vehicle, publish_vehicle_saved
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +31,17 @@ def test_a_vehicle_saved_while_redis_was_down_is_reconciled_at_start(
     fleet: Fleet, make_materializer: MakeMaterializer
 ) -> None:
     dead = redis.Redis(port=free_ports(1)[0], socket_connect_timeout=1)
-    saved = save_vehicle(fleet.settings, dead, random_vehicle(random.Random(1)))
-    assert not saved.event_published
+    vehicle_id = insert_vehicle(fleet.sessions, random_vehicle(random.Random(1)))
+    assert not publish_vehicle_saved(dead, vehicle_id)
     with fleet.sessions() as session:  # saved all the same
-        assert [row["vehicle_id"] for row in raw_vehicles(session, [saved.vehicle_id])] == [
-            saved.vehicle_id
-        ]
+        assert [row["vehicle_id"] for row in raw_vehicles(session, [vehicle_id])] == [vehicle_id]
     assert fleet.client.exists(Stream.VEHICLES) == 0  # no event was ever written
 
     materializer = make_materializer(fleet.settings)
     materializer.start().wait_running()
 
-    assert fleet.online([saved.vehicle_id]) == {saved.vehicle_id}
-    assert fleet.notified() == {saved.vehicle_id: 1}
+    assert fleet.online([vehicle_id]) == {vehicle_id}
+    assert fleet.notified() == {vehicle_id: 1}
     reconciled = [r for r in materializer.log_records() if r.get("event") == "reconciled"]
     assert reconciled[-1]["missing"] == 1
     assert reconciled[-1]["written"] == 1
@@ -110,9 +108,9 @@ def test_a_redis_outage_while_running_is_waited_out_and_reconciled(
     private_redis.stop()
     during = []
     for _ in range(3):
-        saved = save_vehicle(fleet.sessions, fleet.client, random_vehicle(fleet.rng))
-        assert not saved.event_published
-        during.append(saved.vehicle_id)
+        vehicle_id = insert_vehicle(fleet.sessions, random_vehicle(fleet.rng))
+        assert not publish_vehicle_saved(fleet.client, vehicle_id)
+        during.append(vehicle_id)
     wait_for(lambda: materializer.heartbeat().get("phase") == "waiting", 30, "a waiting heartbeat")
     probe = materializer.probe()
     assert probe.returncode == 0, probe.stdout  # alive: waiting out the outage

@@ -19,7 +19,6 @@ from tests.conftest import Champion
 from tests.realdata import REAL_DATA_DIR, needs_real_data
 from vroom_common import events
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, PipelineCompleted, Stream
-from vroom_common.settings import Settings, get_settings
 from vroom_db import Vehicle, make_engine
 from vroom_features import FEATURE_NAMES, LABEL
 from vroom_features.contract import INPUT_NAME, ONNX_FILE, OUTPUT_NAME
@@ -30,6 +29,7 @@ from vroom_pipelines.evaluate import baselines, repeated_splits, training_set
 from vroom_pipelines.materialize import materialize
 from vroom_pipelines.pipeline import PipelineSummary
 from vroom_pipelines.seed import seed_synthetic
+from vroom_pipelines.settings import PipelineSettings, get_pipeline_settings
 from vroom_pipelines.train import MODEL_FEATURES, TrainConfig, train
 from vroom_registry import ALIAS_CHAMPION
 
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 BASELINE_CV_MAE = 3.44
 
 
-def online_features(settings: Settings, ids: list[int]) -> pd.DataFrame:
+def online_features(settings: PipelineSettings, ids: list[int]) -> pd.DataFrame:
     store = open_store(settings)
     response = store.get_online_features(
         features=[f"{FEATURE_VIEW_NAME}:{name}" for name in FEATURE_NAMES],
@@ -54,7 +54,9 @@ def completed(client: redis.Redis) -> list[PipelineCompleted]:
 
 
 @pytest.fixture
-def real_run(champion: Champion) -> tuple[Settings, PipelineSummary, list[PipelineCompleted]]:
+def real_run(
+    champion: Champion,
+) -> tuple[PipelineSettings, PipelineSummary, list[PipelineCompleted]]:
     """The session's pipeline run, on the real data."""
     if not champion.real_data:
         pytest.skip(f"real data set not found at {REAL_DATA_DIR}")
@@ -63,7 +65,7 @@ def real_run(champion: Champion) -> tuple[Settings, PipelineSummary, list[Pipeli
 
 @needs_real_data
 def test_real_data_counts(
-    real_run: tuple[Settings, PipelineSummary, list[PipelineCompleted]],
+    real_run: tuple[PipelineSettings, PipelineSummary, list[PipelineCompleted]],
 ) -> None:
     settings, summary, _ = real_run
     assert summary.seed is not None
@@ -77,7 +79,7 @@ def test_real_data_counts(
 
 @needs_real_data
 def test_real_data_champion_beats_the_ray_serve_forest(
-    real_run: tuple[Settings, PipelineSummary, list[PipelineCompleted]],
+    real_run: tuple[PipelineSettings, PipelineSummary, list[PipelineCompleted]],
 ) -> None:
     settings, summary, _ = real_run
     client = MlflowClient(settings.mlflow_uri)
@@ -93,7 +95,7 @@ def test_real_data_champion_beats_the_ray_serve_forest(
 
 @needs_real_data
 def test_real_data_model_artifacts_load_and_agree(
-    real_run: tuple[Settings, PipelineSummary, list[PipelineCompleted]],
+    real_run: tuple[PipelineSettings, PipelineSummary, list[PipelineCompleted]],
 ) -> None:
     settings, _, _ = real_run
     mlflow.set_tracking_uri(settings.mlflow_uri)
@@ -111,7 +113,7 @@ def test_real_data_model_artifacts_load_and_agree(
 
 @needs_real_data
 def test_real_data_online_store_equals_offline_store(
-    real_run: tuple[Settings, PipelineSummary, list[PipelineCompleted]],
+    real_run: tuple[PipelineSettings, PipelineSummary, list[PipelineCompleted]],
 ) -> None:
     settings, _, _ = real_run
     offline = pd.read_parquet(settings.offline_store_path).set_index("vehicle_id")
@@ -127,7 +129,7 @@ def test_real_data_online_store_equals_offline_store(
 
 @needs_real_data
 def test_real_data_run_publishes_pipeline_completed(
-    real_run: tuple[Settings, PipelineSummary, list[PipelineCompleted]],
+    real_run: tuple[PipelineSettings, PipelineSummary, list[PipelineCompleted]],
 ) -> None:
     _, summary, emitted = real_run
     assert [(e.dag_id, e.dag_run_id, e.state) for e in emitted] == [
@@ -136,7 +138,7 @@ def test_real_data_run_publishes_pipeline_completed(
 
 
 def test_new_arrivals_go_online_but_not_into_the_training_set(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: PipelineSettings, redis_client: redis.Redis
 ) -> None:
     settings = isolated_settings
     seed_synthetic(settings, 60, seed=3)
@@ -161,7 +163,9 @@ def test_new_arrivals_go_online_but_not_into_the_training_set(
     assert row.loc[123456].isna().all()  # unknown ids come back empty, not invented
 
 
-def test_train_registers_a_candidate_with_both_model_formats(isolated_settings: Settings) -> None:
+def test_train_registers_a_candidate_with_both_model_formats(
+    isolated_settings: PipelineSettings,
+) -> None:
     settings = isolated_settings
     seed_synthetic(settings, 200, seed=5)
     materialize(settings)
@@ -176,7 +180,7 @@ def test_train_registers_a_candidate_with_both_model_formats(isolated_settings: 
 
 
 def test_cli_reports_failures_with_a_message_and_exit_code(
-    isolated_settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    isolated_settings: PipelineSettings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = typer.Typer()
     register_pipeline_commands(app)
@@ -184,7 +188,7 @@ def test_cli_reports_failures_with_a_message_and_exit_code(
     state = str(isolated_settings.state_dir)
     monkeypatch.setenv("VROOM_REDIS_PORT", str(isolated_settings.redis_port))
     monkeypatch.setenv("VROOM_MLFLOW_PORT", str(isolated_settings.mlflow_port))
-    get_settings.cache_clear()
+    get_pipeline_settings.cache_clear()
     try:
         result = runner.invoke(app, ["train", "--state-dir", state])
         assert result.exit_code == 1
@@ -204,12 +208,12 @@ def test_cli_reports_failures_with_a_message_and_exit_code(
         assert "exactly one of --data-dir DIR or --synthetic N" in result.output
 
         monkeypatch.setenv("VROOM_MLFLOW_PORT", "1")
-        get_settings.cache_clear()
+        get_pipeline_settings.cache_clear()
         result = runner.invoke(app, ["promote", "--state-dir", state])
         assert result.exit_code == 1
         assert "mlflow is unavailable" in result.output
     finally:
-        get_settings.cache_clear()
+        get_pipeline_settings.cache_clear()
 
 
 @needs_real_data

@@ -13,10 +13,10 @@ from mlflow.tracking import MlflowClient
 from vroom_common import events
 from vroom_common.errors import NotFound
 from vroom_common.events import ModelPromoted, Stream
-from vroom_common.settings import Settings
 from vroom_pipelines.materialize import materialize
 from vroom_pipelines.promote import decide, promote
 from vroom_pipelines.seed import seed_synthetic
+from vroom_pipelines.settings import PipelineSettings
 from vroom_pipelines.train import TrainConfig, register, train
 from vroom_registry import (
     ALIAS_CANDIDATE,
@@ -39,7 +39,7 @@ def test_without_a_comparison_decide_promotes_only_a_strictly_better_logged_scor
     assert decide(candidate, champion).promote is promoted
 
 
-def candidate_with_score(settings: Settings, score: float) -> str:
+def candidate_with_score(settings: PipelineSettings, score: float) -> str:
     """Register a version whose run logged ``cv_mae_mean = score``; alias it candidate."""
     client = MlflowClient(settings.mlflow_uri)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
@@ -67,7 +67,7 @@ def promoted_events(client: redis.Redis) -> list[ModelPromoted]:
 
 
 def test_first_better_and_worse_candidates(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: PipelineSettings, redis_client: redis.Redis
 ) -> None:
     settings = isolated_settings
     client = MlflowClient(settings.mlflow_uri)
@@ -107,7 +107,7 @@ def test_first_better_and_worse_candidates(
 
 
 def test_promoting_the_champion_again_is_unchanged(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: PipelineSettings, redis_client: redis.Redis
 ) -> None:
     version = candidate_with_score(isolated_settings, 3.5)
     promote(isolated_settings)
@@ -116,13 +116,13 @@ def test_promoting_the_champion_again_is_unchanged(
     assert len(promoted_events(redis_client)) == 1
 
 
-def test_no_candidate_is_a_clear_error(isolated_settings: Settings) -> None:
+def test_no_candidate_is_a_clear_error(isolated_settings: PipelineSettings) -> None:
     with pytest.raises(NotFound, match="has no 'candidate' version: run `vroom train`"):
         promote(isolated_settings)
 
 
 def test_redis_down_keeps_the_promotion_and_reports_the_event_unpublished(
-    isolated_settings: Settings,
+    isolated_settings: PipelineSettings,
 ) -> None:
     settings = isolated_settings.with_overrides(redis_url="redis://127.0.0.1:1/0")
     version = candidate_with_score(settings, 3.5)
@@ -135,7 +135,7 @@ def test_redis_down_keeps_the_promotion_and_reports_the_event_unpublished(
 
 
 def test_under_progressive_delivery_a_better_candidate_starts_a_rollout(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: PipelineSettings, redis_client: redis.Redis
 ) -> None:
     """The first model goes live at once (nothing to compare it with live); a better one
     starts a rollout and leaves the champion alias to the rollout controller."""
@@ -175,7 +175,7 @@ def test_under_progressive_delivery_a_better_candidate_starts_a_rollout(
 
 
 def test_promotion_compares_like_with_like_on_todays_data(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: PipelineSettings, redis_client: redis.Redis
 ) -> None:
     """Real models on a synthetic fleet: a clearly better candidate is promoted; one
     better only by noise is retained even when its logged score looks better; both

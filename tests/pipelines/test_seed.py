@@ -13,7 +13,6 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.realdata import REAL_DATA_DIR, needs_real_data
 from vroom_common.errors import Conflict, DataValidationError, InvalidInput
-from vroom_common.settings import Settings
 from vroom_db import Reservation, Vehicle, make_engine, make_session_factory, migrate
 from vroom_db.queries import vehicles_with_label
 from vroom_pipelines.seed import (
@@ -24,6 +23,7 @@ from vroom_pipelines.seed import (
     seed_from_dir,
     write_fleet,
 )
+from vroom_pipelines.settings import PipelineSettings
 
 VEHICLES_HEADER = (
     "vehicle_id,technology,actual_price,recommended_price,num_images,street_parked,description"
@@ -61,13 +61,13 @@ def replaced(lines: list[str], line_number: int, new: str) -> list[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(tmp_path: Path, database_url: str) -> PipelineSettings:
     """Each test runs on SQLite and on PostgreSQL."""
-    return Settings(state_dir=tmp_path / "state", database_url=database_url)
+    return PipelineSettings(state_dir=tmp_path / "state", database_url=database_url)
 
 
 @pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
+def engine(settings: PipelineSettings) -> Iterator[Engine]:
     engine = make_engine(settings.database_url)
     migrate(engine)
     yield engine
@@ -120,7 +120,7 @@ def test_load_csv_dir_returns_typed_rows(good_dir: Path) -> None:
 
 
 def test_seed_writes_csv_vehicles_and_is_idempotent(
-    settings: Settings, engine: Engine, good_dir: Path
+    settings: PipelineSettings, engine: Engine, good_dir: Path
 ) -> None:
     first = seed_from_dir(settings, good_dir)
     after_first = snapshot(engine)
@@ -141,7 +141,7 @@ def test_seed_writes_csv_vehicles_and_is_idempotent(
 
 
 def test_reseed_updates_attributes_and_replaces_reservations(
-    settings: Settings, engine: Engine, good_dir: Path, tmp_path: Path
+    settings: PipelineSettings, engine: Engine, good_dir: Path, tmp_path: Path
 ) -> None:
     seed_from_dir(settings, good_dir)
     with engine.connect() as conn:
@@ -168,7 +168,7 @@ def test_reseed_updates_attributes_and_replaces_reservations(
 
 
 def test_reseed_with_a_smaller_fleet_removes_stale_fleet_vehicles_but_not_new_arrivals(
-    settings: Settings, engine: Engine, good_dir: Path, tmp_path: Path
+    settings: PipelineSettings, engine: Engine, good_dir: Path, tmp_path: Path
 ) -> None:
     seed_from_dir(settings, good_dir)
     with engine.begin() as conn:
@@ -317,7 +317,7 @@ BAD_FILES: dict[str, tuple[list[str] | None, list[str] | None, list[str]]] = {
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_bad_file_is_reported_and_writes_nothing(
-    case: str, settings: Settings, engine: Engine, good_dir: Path, tmp_path: Path
+    case: str, settings: PipelineSettings, engine: Engine, good_dir: Path, tmp_path: Path
 ) -> None:
     vehicles, reservations, expected = BAD_FILES[case]
     bad_dir = write_dir(tmp_path / "bad", vehicles, reservations)
@@ -359,7 +359,7 @@ def test_a_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("missing", ["vehicles.csv", "reservations.csv"])
 def test_missing_file_names_its_path(
-    missing: str, settings: Settings, engine: Engine, good_dir: Path, tmp_path: Path
+    missing: str, settings: PipelineSettings, engine: Engine, good_dir: Path, tmp_path: Path
 ) -> None:
     seed_from_dir(settings, good_dir)
     before = snapshot(engine)
@@ -373,7 +373,7 @@ def test_missing_file_names_its_path(
     assert snapshot(engine) == before
 
 
-def test_missing_directory_names_its_path(settings: Settings, tmp_path: Path) -> None:
+def test_missing_directory_names_its_path(settings: PipelineSettings, tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="data directory not found") as caught:
         seed_from_dir(settings, tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in caught.value.problems[0]
@@ -383,7 +383,7 @@ def test_missing_directory_names_its_path(settings: Settings, tmp_path: Path) ->
 
 
 def test_ui_vehicle_with_a_fleet_id_is_a_conflict_and_nothing_is_written(
-    settings: Settings, engine: Engine, good_dir: Path
+    settings: PipelineSettings, engine: Engine, good_dir: Path
 ) -> None:
     with engine.begin() as conn:
         conn.execute(
@@ -433,7 +433,7 @@ def test_a_failing_write_rolls_back_everything(engine: Engine) -> None:
 @pytest.mark.realdata
 @needs_real_data
 def test_seeding_the_real_data_twice_gives_the_same_database(
-    settings: Settings, engine: Engine
+    settings: PipelineSettings, engine: Engine
 ) -> None:
     first = seed_from_dir(settings, REAL_DATA_DIR)
     after_first = snapshot(engine)

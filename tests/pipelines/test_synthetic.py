@@ -13,9 +13,9 @@ from sqlalchemy import text
 
 from vroom_common.errors import DataValidationError, InvalidInput
 from vroom_common.schemas import VehicleFeatures
-from vroom_common.settings import Settings
 from vroom_db import make_engine
 from vroom_pipelines.seed import FleetData, seed_synthetic, validate_fleet
+from vroom_pipelines.settings import PipelineSettings
 from vroom_pipelines.synthetic import generate_fleet
 
 N_CALIBRATION = 5_000
@@ -128,7 +128,7 @@ def test_validation_catches_a_broken_generator() -> None:
 
 
 def test_seed_synthetic_writes_the_fleet_idempotently(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path)
+    settings = PipelineSettings(state_dir=tmp_path)
     fleet = generate_fleet(400, seed=3)
     expected_zero = int((reservation_counts(fleet) == 0).sum())
 

@@ -18,11 +18,12 @@ from kubernetes import client
 from typer.testing import CliRunner
 
 from tests.rollout.fake_kube import FakeKube, inference_service, serve
-from vroom_common.settings import Settings, get_settings
 from vroom_pipelines.cli import register
+from vroom_pipelines.settings import get_pipeline_settings
 from vroom_rollout.champion import ChampionRef
 from vroom_rollout.kubernetes import KubernetesRollout
 from vroom_rollout.progressive.store import RolloutStore
+from vroom_rollout.settings import RolloutSettings
 
 NAMESPACE = "serving"
 ISVC_NAME = "vroom-forecast"
@@ -62,8 +63,8 @@ def make_fake_kube() -> Iterator[MakeFakeKube]:
 
 
 @pytest.fixture
-def kube_settings() -> Settings:
-    return Settings(
+def kube_settings() -> RolloutSettings:
+    return RolloutSettings(
         rollout_backend="kubernetes",
         kube_namespace=NAMESPACE,
         inference_service_name=ISVC_NAME,
@@ -77,7 +78,7 @@ def api_client_for(fake: FakeKube) -> client.ApiClient:
 
 
 def kube_rollout(
-    fake: FakeKube, settings: Settings, champion: ChampionRef = CHAMPION
+    fake: FakeKube, settings: RolloutSettings, champion: ChampionRef = CHAMPION
 ) -> KubernetesRollout:
     return KubernetesRollout(
         settings,
@@ -159,7 +160,7 @@ def make_fake_predictor() -> Iterator[Callable[..., FakePredictor]]:
 
 
 @pytest.fixture
-def settings(isolated_settings: Settings) -> Settings:
+def settings(isolated_settings: RolloutSettings) -> RolloutSettings:
     return isolated_settings.with_overrides(
         rollout_steps=[10, 50],
         rollout_shadow_s=10,
@@ -172,7 +173,7 @@ def settings(isolated_settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings, redis_client: redis.Redis) -> RolloutStore:
+def store(settings: RolloutSettings, redis_client: redis.Redis) -> RolloutStore:
     return RolloutStore(redis_client, settings.model_name)
 
 
@@ -182,7 +183,7 @@ Invoke = Callable[..., Result]
 
 
 @pytest.fixture
-def cli(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
+def cli(isolated_settings: RolloutSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
     """``vroom <args>`` with the environment of ``isolated_settings`` (plus ``env``)."""
     app = typer.Typer()
     register(app)
@@ -197,8 +198,8 @@ def cli(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterato
         }
         for key, value in {**base, **env}.items():
             monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
+        get_pipeline_settings.cache_clear()
         return runner.invoke(app, [*args, "--state-dir", str(isolated_settings.state_dir)])
 
     yield invoke
-    get_settings.cache_clear()
+    get_pipeline_settings.cache_clear()

@@ -11,12 +11,12 @@ import redis
 
 from vroom_common.errors import NotFound
 from vroom_common.events import ModelPromoted, RolloutProgressed, RolloutRequested, Stream, decode
-from vroom_common.settings import Settings
 from vroom_rollout.base import BackendName
 from vroom_rollout.progressive.controller import Controller, Deployer
 from vroom_rollout.progressive.machine import RolloutState
 from vroom_rollout.progressive.signals import SignalBatch
 from vroom_rollout.progressive.store import RolloutStore, signals_key
+from vroom_rollout.settings import RolloutSettings
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Clock:
 
 
 def make_controller(  # noqa: PLR0917
-    settings: Settings,
+    settings: RolloutSettings,
     store: RolloutStore,
     deployer: Deployer,
     registry: RecordingRegistry,

@@ -9,10 +9,10 @@ from mlflow.tracking import MlflowClient
 
 from tests.rollout.conftest import NAMESPACE, MakeFakeKube, api_client_for
 from vroom_common.errors import DependencyUnavailable, InvalidInput, NotFound
-from vroom_common.settings import Settings
 from vroom_registry import ALIAS_CHAMPION
 from vroom_rollout.champion import map_storage_uri, resolve_champion
 from vroom_rollout.kubernetes import KubernetesRollout
+from vroom_rollout.settings import RolloutSettings
 
 MAPPING = {
     "mlflow-artifacts:/": "s3://models/mlartifacts/",
@@ -78,16 +78,19 @@ def test_unreadable_unmapped_uri_is_a_configuration_error(uri: str, why: str) ->
 )
 def test_storage_uri_map_from_the_environment(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VROOM_STORAGE_URI_MAP", value)
-    assert Settings().storage_uri_map == {"mlflow-artifacts:/": "s3://b/m/", "runs:/": "s3://b/r/"}
+    assert RolloutSettings().storage_uri_map == {
+        "mlflow-artifacts:/": "s3://b/m/",
+        "runs:/": "s3://b/r/",
+    }
 
 
 def test_storage_uri_map_entry_without_equals_is_rejected() -> None:
     with pytest.raises(ValueError, match="'s3://b/m/' is not of the form 'from=to'"):
-        Settings(storage_uri_map=["s3://b/m/"])
+        RolloutSettings(storage_uri_map=["s3://b/m/"])
 
 
 def test_rollout_settings_defaults_and_derivation() -> None:
-    settings = Settings(host="10.0.0.5", predictor_http_port=9090)
+    settings = RolloutSettings(host="10.0.0.5", predictor_http_port=9090)
     assert settings.predictor_url == "http://10.0.0.5:9090"
     assert settings.with_overrides(predictor_http_port=9191).predictor_url == (
         "http://10.0.0.5:9191"
@@ -96,7 +99,7 @@ def test_rollout_settings_defaults_and_derivation() -> None:
     assert (settings.rollout_wait_ready, settings.rollout_timeout_s) == (False, 300)
 
 
-def champion_version(settings: Settings) -> tuple[str, str, str]:
+def champion_version(settings: RolloutSettings) -> tuple[str, str, str]:
     """Register a version the way training does and alias it champion: (version, run, source)."""
     client = MlflowClient(settings.mlflow_uri)
     experiment_id = client.create_experiment(settings.mlflow_experiment)
@@ -110,7 +113,7 @@ def champion_version(settings: Settings) -> tuple[str, str, str]:
 
 
 @pytest.mark.integration
-def test_resolve_champion_maps_the_version_source(isolated_settings: Settings) -> None:
+def test_resolve_champion_maps_the_version_source(isolated_settings: RolloutSettings) -> None:
     version, run_id, source = champion_version(isolated_settings)
     assert source.startswith("mlflow-artifacts:/")
     settings = isolated_settings.with_overrides(
@@ -132,7 +135,9 @@ def test_resolve_champion_maps_the_version_source(isolated_settings: Settings) -
 
 
 @pytest.mark.integration
-def test_resolve_champion_without_a_mapping_names_the_setting(isolated_settings: Settings) -> None:
+def test_resolve_champion_without_a_mapping_names_the_setting(
+    isolated_settings: RolloutSettings,
+) -> None:
     champion_version(isolated_settings)
     with pytest.raises(
         InvalidInput, match=r"cannot read mlflow-artifacts: URIs; set storage_uri_map"
@@ -141,7 +146,7 @@ def test_resolve_champion_without_a_mapping_names_the_setting(isolated_settings:
 
 
 @pytest.mark.integration
-def test_no_champion_is_not_found(isolated_settings: Settings) -> None:
+def test_no_champion_is_not_found(isolated_settings: RolloutSettings) -> None:
     with pytest.raises(NotFound, match=f"model '{isolated_settings.model_name}' has no 'champion'"):
         resolve_champion(isolated_settings)
 
@@ -151,13 +156,13 @@ def test_mlflow_down_fails_fast() -> None:
     with pytest.raises(
         DependencyUnavailable, match=r"mlflow is unavailable: http://127\.0\.0\.1:1"
     ):
-        resolve_champion(Settings(mlflow_uri="http://127.0.0.1:1"))
+        resolve_champion(RolloutSettings(mlflow_uri="http://127.0.0.1:1"))
     assert time.monotonic() - started < 10
 
 
 @pytest.mark.integration
 def test_kubernetes_rollout_of_the_registry_champion(
-    isolated_settings: Settings, make_fake_kube: MakeFakeKube
+    isolated_settings: RolloutSettings, make_fake_kube: MakeFakeKube
 ) -> None:
     """End to end: the real registry's champion reaches the fake InferenceService."""
     _version, run_id, _source = champion_version(isolated_settings)

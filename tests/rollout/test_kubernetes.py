@@ -27,9 +27,9 @@ from vroom_common.errors import (
     PermissionDenied,
     VroomError,
 )
-from vroom_common.settings import Settings
 from vroom_rollout import RolloutTimeout, make_rollout
 from vroom_rollout.kubernetes import KubernetesRollout
+from vroom_rollout.settings import RolloutSettings
 
 ISVC_PATH = f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices/{ISVC_NAME}"
 RESOURCE = f"InferenceService {NAMESPACE}/{ISVC_NAME}"
@@ -40,7 +40,7 @@ CURRENT = {
 
 
 def test_rollout_merge_patches_storage_uri_and_annotations(
-    make_fake_kube: MakeFakeKube, kube_settings: Settings
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings
 ) -> None:
     fake = make_fake_kube(OLD_URI, {"vroom-forecast.io/model-version": "6", "team": "ml"})
 
@@ -75,7 +75,9 @@ def test_rollout_merge_patches_storage_uri_and_annotations(
     assert fake.isvc["spec"]["predictor"]["model"]["runtime"] == "vroom-forecast"
 
 
-def test_rollout_is_idempotent(make_fake_kube: MakeFakeKube, kube_settings: Settings) -> None:
+def test_rollout_is_idempotent(
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings
+) -> None:
     fake = make_fake_kube(OLD_URI)
     rollout = kube_rollout(fake, kube_settings)
     assert rollout.rollout().status == "rolled-out"
@@ -87,7 +89,9 @@ def test_rollout_is_idempotent(make_fake_kube: MakeFakeKube, kube_settings: Sett
     assert fake.methods() == ["GET"]  # no PATCH
 
 
-def test_current_isvc_gets_no_patch(make_fake_kube: MakeFakeKube, kube_settings: Settings) -> None:
+def test_current_isvc_gets_no_patch(
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings
+) -> None:
     fake = make_fake_kube(NEW_URI, CURRENT)
     result = kube_rollout(fake, kube_settings).rollout()
     assert (result.status, result.version, result.previous_version) == ("unchanged", "7", "7")
@@ -95,7 +99,7 @@ def test_current_isvc_gets_no_patch(make_fake_kube: MakeFakeKube, kube_settings:
 
 
 def test_same_uri_but_other_version_annotation_is_patched(
-    make_fake_kube: MakeFakeKube, kube_settings: Settings
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings
 ) -> None:
     fake = make_fake_kube(NEW_URI, {"vroom-forecast.io/model-version": "6"})
     assert kube_rollout(fake, kube_settings).rollout().status == "rolled-out"
@@ -103,7 +107,7 @@ def test_same_uri_but_other_version_annotation_is_patched(
 
 
 def test_missing_inference_service_is_not_found(
-    make_fake_kube: MakeFakeKube, kube_settings: Settings
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings
 ) -> None:
     fake = make_fake_kube(None)
     with pytest.raises(NotFound, match=f"get {RESOURCE}: not found") as caught:
@@ -125,7 +129,7 @@ def test_missing_inference_service_is_not_found(
 )
 def test_api_errors_name_the_resource(
     make_fake_kube: MakeFakeKube,
-    kube_settings: Settings,
+    kube_settings: RolloutSettings,
     *,
     method: str,
     status: int,
@@ -142,7 +146,7 @@ def test_api_errors_name_the_resource(
 
 
 def test_forbidden_says_which_permission_is_missing(
-    make_fake_kube: MakeFakeKube, kube_settings: Settings
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings
 ) -> None:
     fake = make_fake_kube(OLD_URI, fail={"PATCH": 403})
     with pytest.raises(PermissionDenied) as caught:
@@ -156,7 +160,7 @@ def test_forbidden_says_which_permission_is_missing(
     assert caught.value.grpc_status == "PERMISSION_DENIED"
 
 
-def test_unreachable_api_server_is_dependency_unavailable(kube_settings: Settings) -> None:
+def test_unreachable_api_server_is_dependency_unavailable(kube_settings: RolloutSettings) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -171,7 +175,7 @@ def test_unreachable_api_server_is_dependency_unavailable(kube_settings: Setting
 
 @pytest.mark.parametrize("pending_ready", ["Unknown", "True"])
 def test_wait_until_ready_polls_until_the_new_generation_is_ready(
-    make_fake_kube: MakeFakeKube, kube_settings: Settings, pending_ready: str
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings, pending_ready: str
 ) -> None:
     """``True`` while pending is a stale Ready from the old generation: still not done."""
     fake = make_fake_kube(OLD_URI, ready_after_gets=3, pending_ready=pending_ready)
@@ -187,7 +191,7 @@ def test_wait_until_ready_polls_until_the_new_generation_is_ready(
 
 
 def test_wait_until_ready_times_out_with_a_clear_error(
-    make_fake_kube: MakeFakeKube, kube_settings: Settings
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings
 ) -> None:
     fake = make_fake_kube(OLD_URI, ready_after_gets=10**6)
     settings = kube_settings.with_overrides(rollout_wait_ready=True, rollout_timeout_s=0.3)
@@ -208,7 +212,7 @@ def test_wait_until_ready_times_out_with_a_clear_error(
 
 
 def test_without_wait_the_rollout_returns_right_after_the_patch(
-    make_fake_kube: MakeFakeKube, kube_settings: Settings
+    make_fake_kube: MakeFakeKube, kube_settings: RolloutSettings
 ) -> None:
     fake = make_fake_kube(OLD_URI, ready_after_gets=10**6)
     assert kube_rollout(fake, kube_settings).rollout().status == "rolled-out"
@@ -238,7 +242,7 @@ def write_kubeconfig(path: Path, server: str, namespace: str = NAMESPACE) -> Pat
 
 def test_outside_a_cluster_the_kubeconfig_is_used(
     make_fake_kube: MakeFakeKube,
-    kube_settings: Settings,
+    kube_settings: RolloutSettings,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -254,7 +258,7 @@ def test_outside_a_cluster_the_kubeconfig_is_used(
 
 
 def test_no_cluster_and_no_kubeconfig_is_a_clear_error(
-    kube_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kube_settings: RolloutSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))

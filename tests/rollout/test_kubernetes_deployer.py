@@ -22,12 +22,12 @@ from tests.rollout.conftest import (
 from tests.rollout.fake_kube import FakeKube
 from tests.rollout.stand_ins import Clock, RecordingRegistry, feed, make_controller, send
 from vroom_common.errors import PermissionDenied
-from vroom_common.settings import Settings
 from vroom_rollout.base import RolloutFailed
 from vroom_rollout.champion import ChampionRef
 from vroom_rollout.kubernetes import KubernetesDeployer
 from vroom_rollout.progressive.controller import Controller
 from vroom_rollout.progressive.store import RolloutStore
+from vroom_rollout.settings import RolloutSettings
 
 CANDIDATE = f"{ISVC_NAME}-candidate"
 COLLECTION = f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices"
@@ -59,8 +59,8 @@ class Predictors:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(
+def settings() -> RolloutSettings:
+    return RolloutSettings(
         rollout_backend="kubernetes",
         kube_namespace=NAMESPACE,
         inference_service_name=ISVC_NAME,
@@ -89,7 +89,7 @@ def champion_kube(make_fake_kube: MakeFakeKube, **options: object) -> FakeKube:
 
 
 def deployer_for(
-    fake: FakeKube, settings: Settings, predictors: Predictors | None = None
+    fake: FakeKube, settings: RolloutSettings, predictors: Predictors | None = None
 ) -> KubernetesDeployer:
     return KubernetesDeployer(
         settings,
@@ -100,7 +100,7 @@ def deployer_for(
 
 
 def test_the_candidate_is_the_champions_spec_with_its_own_model(
-    make_fake_kube: MakeFakeKube, settings: Settings
+    make_fake_kube: MakeFakeKube, settings: RolloutSettings
 ) -> None:
     fake = champion_kube(make_fake_kube)
     champion_spec = copy.deepcopy(fake.isvc["spec"])  # type: ignore[index]
@@ -156,7 +156,7 @@ def test_the_candidate_is_the_champions_spec_with_its_own_model(
 
 
 def test_deploying_again_keeps_a_matching_candidate_and_fixes_a_stale_one(
-    make_fake_kube: MakeFakeKube, settings: Settings
+    make_fake_kube: MakeFakeKube, settings: RolloutSettings
 ) -> None:
     fake = champion_kube(make_fake_kube)
     deployer = deployer_for(fake, settings)
@@ -183,7 +183,7 @@ def test_deploying_again_keeps_a_matching_candidate_and_fixes_a_stale_one(
 
 
 def test_the_candidate_is_ready_only_when_kserve_and_its_predictor_say_so(
-    make_fake_kube: MakeFakeKube, settings: Settings
+    make_fake_kube: MakeFakeKube, settings: RolloutSettings
 ) -> None:
     fake = champion_kube(make_fake_kube, ready_after_gets=2)
     predictors = Predictors()
@@ -204,7 +204,7 @@ def test_the_candidate_is_ready_only_when_kserve_and_its_predictor_say_so(
 
 
 def test_a_candidate_kserve_gave_up_on_fails_the_rollout_with_its_reason(
-    make_fake_kube: MakeFakeKube, settings: Settings
+    make_fake_kube: MakeFakeKube, settings: RolloutSettings
 ) -> None:
     fake = champion_kube(make_fake_kube)
     deployer = deployer_for(fake, settings)
@@ -229,7 +229,7 @@ def test_a_candidate_kserve_gave_up_on_fails_the_rollout_with_its_reason(
 
 
 def test_a_candidate_deleted_under_the_rollout_fails_it(
-    make_fake_kube: MakeFakeKube, settings: Settings
+    make_fake_kube: MakeFakeKube, settings: RolloutSettings
 ) -> None:
     fake = champion_kube(make_fake_kube)
     deployer = deployer_for(fake, settings)
@@ -238,7 +238,7 @@ def test_a_candidate_deleted_under_the_rollout_fails_it(
 
 
 def test_promotion_patches_the_champion_once_and_waits_for_the_new_version(
-    make_fake_kube: MakeFakeKube, settings: Settings
+    make_fake_kube: MakeFakeKube, settings: RolloutSettings
 ) -> None:
     fake = champion_kube(make_fake_kube, ready_after_gets=1)
     predictors = Predictors({(settings.predictor_url, "vroom-forecast"): "6"})
@@ -268,7 +268,7 @@ def test_promotion_patches_the_champion_once_and_waits_for_the_new_version(
 
 
 def test_removing_the_candidate_is_idempotent(
-    make_fake_kube: MakeFakeKube, settings: Settings
+    make_fake_kube: MakeFakeKube, settings: RolloutSettings
 ) -> None:
     fake = champion_kube(make_fake_kube)
     deployer = deployer_for(fake, settings)
@@ -284,7 +284,7 @@ def test_removing_the_candidate_is_idempotent(
 
 
 def test_missing_rights_name_every_verb_the_deployer_needs(
-    make_fake_kube: MakeFakeKube, settings: Settings
+    make_fake_kube: MakeFakeKube, settings: RolloutSettings
 ) -> None:
     fake = champion_kube(make_fake_kube, fail={"POST": 403})
     with pytest.raises(PermissionDenied) as caught:
@@ -304,8 +304,8 @@ def test_missing_rights_name_every_verb_the_deployer_needs(
 @pytest.mark.parametrize("outcome", ["promoted", "rolled_back"])
 def test_a_cluster_rollout_from_candidate_to_outcome(
     make_fake_kube: MakeFakeKube,
-    settings: Settings,
-    isolated_settings: Settings,
+    settings: RolloutSettings,
+    isolated_settings: RolloutSettings,
     redis_client: redis.Redis,
     outcome: str,
 ) -> None:
@@ -379,8 +379,8 @@ def test_a_cluster_rollout_from_candidate_to_outcome(
 
 def cluster_controller(
     fake: FakeKube,
-    isolated_settings: Settings,
-    settings: Settings,
+    isolated_settings: RolloutSettings,
+    settings: RolloutSettings,
     redis_client: redis.Redis,
     predictors: Predictors,
 ) -> tuple[Controller, RolloutStore, Clock]:
@@ -409,8 +409,8 @@ def cluster_controller(
 @pytest.mark.integration
 def test_a_candidate_that_never_gets_ready_is_rolled_back_and_removed(
     make_fake_kube: MakeFakeKube,
-    settings: Settings,
-    isolated_settings: Settings,
+    settings: RolloutSettings,
+    isolated_settings: RolloutSettings,
     redis_client: redis.Redis,
 ) -> None:
     fake = champion_kube(make_fake_kube, ready_after_gets=10**6)
@@ -435,8 +435,8 @@ def test_a_candidate_that_never_gets_ready_is_rolled_back_and_removed(
 @pytest.mark.integration
 def test_a_missing_champion_inference_service_rolls_back_naming_it(
     make_fake_kube: MakeFakeKube,
-    settings: Settings,
-    isolated_settings: Settings,
+    settings: RolloutSettings,
+    isolated_settings: RolloutSettings,
     redis_client: redis.Redis,
 ) -> None:
     fake = make_fake_kube(None)  # the release's InferenceService is not there

@@ -11,16 +11,18 @@ import pytest
 from tests.rollout.conftest import FakePredictor
 from vroom_common.errors import DependencyUnavailable, NotFound
 from vroom_common.events import ModelPromoted
-from vroom_common.settings import Settings
 from vroom_rollout import LocalRollout, NoRollout, RolloutFailed, make_rollout
 from vroom_rollout.local import LocalDeployer
+from vroom_rollout.settings import RolloutSettings
 
 MakeFakePredictor = Callable[..., FakePredictor]
 MODEL = "vroom forecast/β"  # a name that needs quoting in a path
 
 
-def settings_for(fake: FakePredictor, name: str = MODEL, **options: float) -> Settings:
-    return Settings(rollout_backend="local", predictor_url=fake.url, model_name=name, **options)
+def settings_for(fake: FakePredictor, name: str = MODEL, **options: float) -> RolloutSettings:
+    return RolloutSettings(
+        rollout_backend="local", predictor_url=fake.url, model_name=name, **options
+    )
 
 
 def promoted(version: str = "4", previous: str | None = "3") -> ModelPromoted:
@@ -128,7 +130,7 @@ def test_no_predictor_listening_is_dependency_unavailable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = Settings(predictor_url=f"http://127.0.0.1:{port}")
+    settings = RolloutSettings(predictor_url=f"http://127.0.0.1:{port}")
     with pytest.raises(DependencyUnavailable) as caught:
         LocalRollout(settings).rollout()
     assert caught.value.dependency == "predictor"
@@ -138,7 +140,7 @@ def test_no_predictor_listening_is_dependency_unavailable() -> None:
 
 
 def test_backend_none_is_skipped() -> None:
-    rollout = make_rollout(Settings(rollout_backend="none"))
+    rollout = make_rollout(RolloutSettings(rollout_backend="none"))
     assert isinstance(rollout, NoRollout)
     result = rollout.rollout()
     assert (result.backend, result.status, result.version) == ("none", "skipped", None)

@@ -21,7 +21,6 @@ from tests.rollout.stand_ins import (
 )
 from vroom_common.errors import Conflict, DependencyUnavailable
 from vroom_common.events import RolloutRequested
-from vroom_common.settings import Settings
 from vroom_rollout.base import RolloutFailed
 from vroom_rollout.progressive import machine
 from vroom_rollout.progressive.controller import Controller
@@ -29,6 +28,7 @@ from vroom_rollout.progressive.machine import Policy, RolloutState, judge
 from vroom_rollout.progressive.requests import request
 from vroom_rollout.progressive.signals import DISAGREEMENT, LATENCY_MS, SignalBatch, summarize
 from vroom_rollout.progressive.store import LeaseLost, RolloutStore
+from vroom_rollout.settings import RolloutSettings
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +166,7 @@ def test_schedule_goes_through_every_step_then_promoting() -> None:
 
 
 def test_a_good_candidate_goes_through_every_step_and_is_promoted(
-    settings: Settings, store: RolloutStore, redis_client: redis.Redis
+    settings: RolloutSettings, store: RolloutStore, redis_client: redis.Redis
 ) -> None:
     clock, deployer, registry = Clock(), ScriptedDeployer(), RecordingRegistry()
     controller = make_controller(settings, store, deployer, registry, clock)
@@ -210,7 +210,7 @@ def test_a_good_candidate_goes_through_every_step_and_is_promoted(
     ],
 )
 def test_a_breach_rolls_back_at_once_and_tags_the_version(
-    settings: Settings,
+    settings: RolloutSettings,
     store: RolloutStore,
     redis_client: redis.Redis,
     signals: dict[str, float],
@@ -234,7 +234,7 @@ def test_a_breach_rolls_back_at_once_and_tags_the_version(
 
 
 def test_a_candidate_that_fails_to_load_never_shadows(
-    settings: Settings, store: RolloutStore, redis_client: redis.Redis
+    settings: RolloutSettings, store: RolloutStore, redis_client: redis.Redis
 ) -> None:
     deployer = ScriptedDeployer(candidate_error=RolloutFailed("no model.onnx"))
     controller = make_controller(settings, store, deployer, RecordingRegistry(), Clock())
@@ -245,7 +245,7 @@ def test_a_candidate_that_fails_to_load_never_shadows(
     assert [e.state for e in announced(redis_client)] == ["starting", "rolled_back"]
 
 
-def test_refused_requests_name_the_rule(settings: Settings, store: RolloutStore) -> None:
+def test_refused_requests_name_the_rule(settings: RolloutSettings, store: RolloutStore) -> None:
     controller = make_controller(settings, store, ScriptedDeployer(), RecordingRegistry(), Clock())
     for fields, why in (
         ({"version": "1"}, "v1 is already champion"),
@@ -268,7 +268,7 @@ def test_refused_requests_name_the_rule(settings: Settings, store: RolloutStore)
 @pytest.mark.parametrize("at", ["starting", "shadow", "canary", "promoting"])
 @pytest.mark.parametrize("action", ["abort", "promote"])
 def test_abort_and_promote_work_at_every_state(
-    settings: Settings, store: RolloutStore, redis_client: redis.Redis, at: str, action: str
+    settings: RolloutSettings, store: RolloutStore, redis_client: redis.Redis, at: str, action: str
 ) -> None:
     clock, registry = Clock(), RecordingRegistry()
     deployer = ScriptedDeployer(candidate_ready_after=1_000 if at == "starting" else 0)
@@ -297,7 +297,7 @@ def test_abort_and_promote_work_at_every_state(
 
 
 def test_only_the_lease_holder_writes_and_a_successor_resumes(
-    settings: Settings, store: RolloutStore, redis_client: redis.Redis
+    settings: RolloutSettings, store: RolloutStore, redis_client: redis.Redis
 ) -> None:
     clock, registry = Clock(), RecordingRegistry()
     first = make_controller(settings, store, ScriptedDeployer(), registry, clock, owner="c1")
@@ -322,7 +322,7 @@ def test_only_the_lease_holder_writes_and_a_successor_resumes(
 
 
 def test_transitions_are_timed_after_the_work_they_waited_for(
-    settings: Settings, store: RolloutStore, redis_client: redis.Redis
+    settings: RolloutSettings, store: RolloutStore, redis_client: redis.Redis
 ) -> None:
     """A load or reload takes a while: the shadow step starts once the candidate is
     ready, and ``promoted`` is stamped once the champion serves the new version."""
@@ -354,7 +354,7 @@ def test_transitions_are_timed_after_the_work_they_waited_for(
 
 
 def test_the_holders_own_renewals_never_cost_it_the_lease(
-    settings: Settings, store: RolloutStore
+    settings: RolloutSettings, store: RolloutStore
 ) -> None:
     """A renewal touches the watched lease key between WATCH and EXEC of a commit."""
     assert store.acquire("c1", 5.0)
@@ -377,7 +377,7 @@ def test_the_holders_own_renewals_never_cost_it_the_lease(
 
 
 def test_a_lost_lease_mid_step_is_left_to_the_successor_not_rolled_back(
-    settings: Settings, store: RolloutStore, redis_client: redis.Redis
+    settings: RolloutSettings, store: RolloutStore, redis_client: redis.Redis
 ) -> None:
     clock, registry = Clock(), RecordingRegistry()
     deployer = ScriptedDeployer()
@@ -399,7 +399,7 @@ def test_a_lost_lease_mid_step_is_left_to_the_successor_not_rolled_back(
 
 
 def test_requests_wait_for_the_controller_and_say_when_none_runs(
-    settings: Settings, store: RolloutStore
+    settings: RolloutSettings, store: RolloutStore
 ) -> None:
     with pytest.raises(DependencyUnavailable, match="no controller holds the rollout lease"):
         request(

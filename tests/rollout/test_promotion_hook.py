@@ -12,9 +12,9 @@ from tests.pipelines.test_promote import candidate_with_score
 from tests.rollout.conftest import FakePredictor, Invoke
 from vroom_common.errors import DependencyUnavailable
 from vroom_common.events import ModelPromoted
-from vroom_common.settings import Settings
 from vroom_pipelines.promote import promote
 from vroom_rollout import BackendName, RolloutResult, as_promotion_hook
+from vroom_rollout.settings import RolloutSettings
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ class CountingRollout:
 
 
 def test_promote_rolls_out_once_per_promotion(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: RolloutSettings, redis_client: redis.Redis
 ) -> None:
     rollout = CountingRollout()
     hook = as_promotion_hook(rollout)
@@ -68,7 +68,7 @@ def test_promote_rolls_out_once_per_promotion(
 
 
 def test_a_failed_rollout_keeps_the_promotion(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: RolloutSettings, redis_client: redis.Redis
 ) -> None:
     rollout = CountingRollout(fail=True)
     hook = as_promotion_hook(rollout)
@@ -89,7 +89,7 @@ def test_raise_errors_propagates_the_rollout_error() -> None:
 
 
 def test_cli_promote_reports_a_failed_rollout_after_the_promotion(
-    isolated_settings: Settings, redis_client: redis.Redis, cli: Invoke
+    isolated_settings: RolloutSettings, redis_client: redis.Redis, cli: Invoke
 ) -> None:
     version = candidate_with_score(isolated_settings, 3.5)
 
@@ -105,7 +105,7 @@ def test_cli_promote_reports_a_failed_rollout_after_the_promotion(
 
 
 def test_cli_promote_and_rollout_with_the_local_predictor(
-    isolated_settings: Settings,
+    isolated_settings: RolloutSettings,
     redis_client: redis.Redis,
     cli: Invoke,
     make_fake_predictor: Callable[..., FakePredictor],

@@ -13,16 +13,16 @@ import redis
 from tests.pipelines.test_promote import candidate_with_score
 from tests.rollout.conftest import FakePredictor, Invoke
 from tests.rollout.stand_ins import RecordingRegistry, ScriptedDeployer
-from vroom_common.settings import Settings
 from vroom_rollout.progressive.controller import Controller
 from vroom_rollout.progressive.store import RolloutStore
+from vroom_rollout.settings import RolloutSettings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def controller(
-    isolated_settings: Settings, redis_client: redis.Redis
+    isolated_settings: RolloutSettings, redis_client: redis.Redis
 ) -> Iterator[tuple[ScriptedDeployer, RecordingRegistry]]:
     """A controller of ``isolated_settings.model_name`` in a thread, for the test."""
     settings = isolated_settings.with_overrides(rollout_tick_s=0.02, rollout_lease_ttl_s=1.0)
@@ -91,7 +91,7 @@ def test_steps_and_version_are_checked_before_anything_is_sent(
 
 
 def test_vroom_promote_starts_a_rollout_and_says_how_to_follow_it(
-    isolated_settings: Settings,
+    isolated_settings: RolloutSettings,
     controller: tuple[ScriptedDeployer, RecordingRegistry],
     cli: Invoke,
     make_fake_predictor: Callable[..., FakePredictor],

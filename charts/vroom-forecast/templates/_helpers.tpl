@@ -396,7 +396,8 @@ brings every change of the Secret to the pod (the gateway re-reads the directory
 
 {{/* The progressive-delivery policy (docs/rollouts.md). Whoever starts a rollout (the
 pipeline Jobs, the gateway's POST /rollout), judges it (the controller) or splits and
-mirrors its traffic (the gateway) reads the same numbers. */}}
+mirrors its traffic (the gateway) reads the same numbers; how the gateway calls the
+candidate is in vroom.env.candidateArm. */}}
 {{- define "vroom.env.progressive" -}}
 {{- $r := .Values.rollout }}
 - name: VROOM_ROLLOUT_STRATEGY
@@ -417,10 +418,6 @@ mirrors its traffic (the gateway) reads the same numbers. */}}
   value: {{ $r.p99SlackMs | toString | quote }}
 - name: VROOM_ROLLOUT_MAX_DISAGREEMENT
   value: {{ $r.maxDisagreement | toString | quote }}
-- name: VROOM_ROLLOUT_CANDIDATE_TIMEOUT_S
-  value: {{ $r.candidateTimeoutSeconds | toString | quote }}
-- name: VROOM_ROLLOUT_MIRROR_MAX_INFLIGHT
-  value: {{ $r.mirrorMaxInflight | int | toString | quote }}
 - name: VROOM_ROLLOUT_TIMEOUT_S
   value: {{ $r.timeoutSeconds | toString | quote }}
 {{- end }}
@@ -476,8 +473,18 @@ gRPC port on its own number). */}}
   value: {{ printf "%s:%d" (include "vroom.predictorServiceName" .) (int .Values.predictor.grpcPort) | quote }}
 - name: VROOM_PREDICTOR_URL
   value: {{ printf "http://%s" (include "vroom.predictorServiceName" .) | quote }}
-- name: VROOM_CANDIDATE_PREDICTOR_GRPC_TARGET
-  value: {{ printf "%s:%d" (include "vroom.candidatePredictorServiceName" .) (int .Values.predictor.grpcPort) | quote }}
 - name: VROOM_CANDIDATE_PREDICTOR_URL
   value: {{ printf "http://%s" (include "vroom.candidatePredictorServiceName" .) | quote }}
+{{- end }}
+
+{{/* How the gateway calls the candidate: its gRPC Service, the deadline past which the
+champion answers instead, and the bound on mirrored calls in flight. */}}
+{{- define "vroom.env.candidateArm" -}}
+{{- $r := .Values.rollout }}
+- name: VROOM_CANDIDATE_PREDICTOR_GRPC_TARGET
+  value: {{ printf "%s:%d" (include "vroom.candidatePredictorServiceName" .) (int .Values.predictor.grpcPort) | quote }}
+- name: VROOM_ROLLOUT_CANDIDATE_TIMEOUT_S
+  value: {{ $r.candidateTimeoutSeconds | toString | quote }}
+- name: VROOM_ROLLOUT_MIRROR_MAX_INFLIGHT
+  value: {{ $r.mirrorMaxInflight | int | toString | quote }}
 {{- end }}

@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 
 from vroom_common.errors import VroomError
 from vroom_common.events import DAG_MATERIALIZE
-from vroom_common.settings import Settings, get_settings
 from vroom_pipelines.progress import Progress
+from vroom_pipelines.settings import PipelineSettings, get_pipeline_settings
 
 if TYPE_CHECKING:
     from vroom_pipelines.materialize import MaterializeSummary
@@ -175,9 +175,9 @@ def exit_on_rollout_error(hook: PromotionHook, champion_version: str | None) -> 
     raise typer.Exit(1)
 
 
-def settings_for(state_dir: Path | None) -> Settings:
+def settings_for(state_dir: Path | None) -> PipelineSettings:
     """The settings, with the state directory of ``--state-dir`` when given."""
-    settings = get_settings()
+    settings = get_pipeline_settings()
     return settings.with_overrides(state_dir=state_dir) if state_dir is not None else settings
 
 
@@ -329,7 +329,9 @@ def evaluate_cmd(
     from vroom_pipelines.evaluate import evaluate
 
     with exit_on_error(), Progress.for_terminal().step("Cross-validating four models"):
-        evaluation = evaluate(data_dir, n_jobs=get_settings().train_n_jobs, repeats=repeats)
+        evaluation = evaluate(
+            data_dir, n_jobs=get_pipeline_settings().train_n_jobs, repeats=repeats
+        )
     table = Table(title=f"MAE of the reservation count on {data_dir}", title_justify="left")
     for column in ("model", "5-fold unshuffled", f"{repeats}x5 shuffled (± sd)", "seconds"):
         table.add_column(column)

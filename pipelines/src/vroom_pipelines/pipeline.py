@@ -17,7 +17,6 @@ import structlog
 from vroom_common import events
 from vroom_common.events import DagId, PipelineCompleted
 from vroom_common.redis_clients import redis_client
-from vroom_common.settings import Settings
 from vroom_db import one_off_session
 from vroom_db.queries import fleet_size
 from vroom_pipelines.materialize import MaterializeSummary, materialize
@@ -25,6 +24,7 @@ from vroom_pipelines.preflight import check_redis, model_registry
 from vroom_pipelines.progress import Progress
 from vroom_pipelines.promote import PromotionResult, RolloutHook, StartRollout, promote
 from vroom_pipelines.seed import SeedSummary, seed_from_dir, seed_synthetic
+from vroom_pipelines.settings import PipelineSettings
 from vroom_pipelines.train import TrainResult, train
 
 log = structlog.get_logger(__name__)
@@ -34,7 +34,9 @@ DEFAULT_SYNTHETIC_FLEET = 1000
 
 
 @contextmanager
-def pipeline_run(settings: Settings, dag_id: DagId, run_id: str | None = None) -> Iterator[str]:
+def pipeline_run(
+    settings: PipelineSettings, dag_id: DagId, run_id: str | None = None
+) -> Iterator[str]:
     """Publish ``pipeline-completed`` (success or failed) when the block ends."""
     run_id = run_id or events.new_run_id()
     state: str = "failed"
@@ -63,7 +65,7 @@ class PipelineSummary:
 
 
 def seed_if_needed(
-    settings: Settings, data_dir: Path | None, synthetic: int | None, random_seed: int
+    settings: PipelineSettings, data_dir: Path | None, synthetic: int | None, random_seed: int
 ) -> SeedSummary | None:
     """Seed from ``data_dir`` when given (idempotent); else synthetic data if the DB is empty."""
     if data_dir is not None:
@@ -76,7 +78,7 @@ def seed_if_needed(
 
 
 def run_pipeline(
-    settings: Settings,
+    settings: PipelineSettings,
     *,
     data_dir: Path | None = None,
     synthetic: int | None = None,

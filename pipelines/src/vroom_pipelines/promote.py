@@ -33,9 +33,9 @@ from vroom_common import events
 from vroom_common.errors import NotFound, PipelineFailed
 from vroom_common.events import ModelPromoted
 from vroom_common.redis_clients import redis_client
-from vroom_common.settings import Settings
 from vroom_pipelines.compare import Comparison, Procedure, compare, procedure_of
 from vroom_pipelines.preflight import model_registry
+from vroom_pipelines.settings import PipelineSettings
 from vroom_pipelines.train import load_training_set
 from vroom_registry import (
     ALIAS_CANDIDATE,
@@ -144,7 +144,7 @@ def _procedure(models: ModelRegistry, version: Version) -> Procedure:
 
 
 def rescore(
-    settings: Settings, models: ModelRegistry, candidate: Version, champion: Version
+    settings: PipelineSettings, models: ModelRegistry, candidate: Version, champion: Version
 ) -> Comparison:
     """Both versions' procedures refit on today's offline store, same folds."""
     procedures = _procedure(models, candidate), _procedure(models, champion)
@@ -159,7 +159,7 @@ def rescore(
     )
 
 
-def _publish(settings: Settings, event: ModelPromoted) -> bool:
+def _publish(settings: PipelineSettings, event: ModelPromoted) -> bool:
     """Emit the event; a Redis outage is reported, not fatal (the alias already moved)."""
     client = redis_client(settings)
     try:
@@ -173,7 +173,7 @@ def _publish(settings: Settings, event: ModelPromoted) -> bool:
 
 
 def promote(
-    settings: Settings,
+    settings: PipelineSettings,
     rollout: RolloutHook | None = None,
     start_rollout: StartRollout | None = None,
     *,

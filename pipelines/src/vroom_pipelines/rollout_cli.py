@@ -179,7 +179,7 @@ def _ask(
 def _steps(value: str | None) -> list[int] | None:
     if value is None:
         return None
-    from vroom_common.settings import check_steps
+    from vroom_rollout.settings import check_steps
 
     try:
         return check_steps([int(part) for part in value.split(",") if part.strip()])

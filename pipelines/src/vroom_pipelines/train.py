@@ -38,7 +38,6 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import KFold
 
 from vroom_common.errors import PipelineFailed
-from vroom_common.settings import Settings
 from vroom_features import FEATURE_NAMES, LABEL
 from vroom_features.contract import (
     CALIBRATION_FILE,
@@ -58,6 +57,7 @@ from vroom_pipelines.intervals import (
 )
 from vroom_pipelines.preflight import model_registry
 from vroom_pipelines.progress import Progress
+from vroom_pipelines.settings import PipelineSettings
 from vroom_registry import ALIAS_CANDIDATE, MODEL_ARTIFACT_PATH, PROMOTION_METRIC, ModelRegistry
 
 log = structlog.get_logger(__name__)
@@ -118,7 +118,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def load_training_set(settings: Settings) -> tuple[pd.DataFrame, pd.Series]:
+def load_training_set(settings: PipelineSettings) -> tuple[pd.DataFrame, pd.Series]:
     """Every feature and the label of the fleet from the Parquet offline store."""
     path = settings.offline_store_path
     if not path.exists():
@@ -257,7 +257,7 @@ def register(models: ModelRegistry, run_id: str, source: str) -> str:
 
 
 def train(
-    settings: Settings, config: TrainConfig | None = None, progress: Progress | None = None
+    settings: PipelineSettings, config: TrainConfig | None = None, progress: Progress | None = None
 ) -> TrainResult:
     """Train, evaluate, log and register a model; raises a ``VroomError`` on failure."""
     config = config or TrainConfig()

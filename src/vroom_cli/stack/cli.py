@@ -16,8 +16,8 @@ from rich.text import Text
 
 from vroom_cli.stack.control import StackStatus, down, status, up
 from vroom_cli.stack.services import SERVICES
-from vroom_common.settings import Settings
-from vroom_pipelines.cli import StateDir, exit_on_error, settings_for
+from vroom_cli.stack.settings import StackSettings, stack_settings_for
+from vroom_pipelines.cli import StateDir, exit_on_error
 
 _COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 
@@ -61,7 +61,7 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _log_sizes(settings: Settings) -> dict[str, int]:
+def _log_sizes(settings: StackSettings) -> dict[str, int]:
     sizes = {}
     for spec in SERVICES:
         path = spec.log_path(settings)
@@ -70,7 +70,7 @@ def _log_sizes(settings: Settings) -> dict[str, int]:
 
 
 def follow_logs(
-    settings: Settings,
+    settings: StackSettings,
     names: Sequence[str],
     offsets: dict[str, int],
     console: Console,
@@ -132,7 +132,7 @@ def up_command(
     Without --detach, follow the services' logs until Ctrl-C or SIGTERM, then stop
     everything.
     """
-    settings = settings_for(state_dir)
+    settings = stack_settings_for(state_dir)
     console = Console()
     if detach:
         with exit_on_error():
@@ -162,7 +162,7 @@ def up_command(
 def down_command(state_dir: StateDir = None) -> None:
     """Stop every service of the local stack and supervisord."""
     with exit_on_error():
-        result = down(settings_for(state_dir))
+        result = down(stack_settings_for(state_dir))
     console = Console()
     if result.stopped:
         console.print(f"stopped: {', '.join(result.stopped)}")
@@ -173,7 +173,7 @@ def down_command(state_dir: StateDir = None) -> None:
 def status_command(state_dir: StateDir = None) -> None:
     """Show each service's state, pid, port, health and URL; exit 1 unless all are healthy."""
     with exit_on_error():
-        current = status(settings_for(state_dir))
+        current = status(stack_settings_for(state_dir))
     Console().print(status_table(current))
     if not current.healthy:
         raise typer.Exit(1)

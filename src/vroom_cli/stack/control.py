@@ -1,6 +1,6 @@
 """Start, stop and inspect the local stack: the plain Python API behind ``vroom up/down/status``.
 
-Used by the CLI and by the test fixtures alike. Every function takes the ``Settings``
+Used by the CLI and by the test fixtures alike. Every function takes the ``StackSettings``
 whose state directory, host and ports define the stack; nothing reads the environment.
 """
 
@@ -21,9 +21,9 @@ import structlog
 from vroom_cli.stack import watchdog
 from vroom_cli.stack.errors import PortInUse, ServiceFailedToStart
 from vroom_cli.stack.services import SERVICES, ServiceSpec, log_dir, select
+from vroom_cli.stack.settings import StackSettings
 from vroom_cli.stack.supervisor import ProcessInfo, Supervisor, log_size, pid_alive, tail
 from vroom_common.errors import VroomError
-from vroom_common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +81,7 @@ class StackStatus:
         raise KeyError(name)
 
 
-def check_health(spec: ServiceSpec, settings: Settings) -> tuple[bool, str]:
+def check_health(spec: ServiceSpec, settings: StackSettings) -> tuple[bool, str]:
     """Run the service's health check: ``(healthy, why not)``."""
     try:
         spec.health(settings)
@@ -113,15 +113,15 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _check_ports(settings: Settings, specs: Iterable[ServiceSpec]) -> None:
+def _check_ports(settings: StackSettings, specs: Iterable[ServiceSpec]) -> None:
     for spec in specs:
         for field_name, port in zip(spec.port_fields, spec.ports(settings), strict=True):
             if port_in_use(settings.host, port):
-                raise PortInUse(spec.name, port, Settings.env_name(field_name))
+                raise PortInUse(spec.name, port, StackSettings.env_name(field_name))
 
 
 def _programs(
-    settings: Settings, wanted: Sequence[ServiceSpec]
+    settings: StackSettings, wanted: Sequence[ServiceSpec]
 ) -> list[tuple[ServiceSpec, list[str]]]:
     """Command lines of every registered service for the supervisor config.
 
@@ -141,7 +141,11 @@ def _programs(
 
 
 def _failure(
-    supervisor: Supervisor, spec: ServiceSpec, settings: Settings, reason: str, log_from: int = 0
+    supervisor: Supervisor,
+    spec: ServiceSpec,
+    settings: StackSettings,
+    reason: str,
+    log_from: int = 0,
 ) -> ServiceFailedToStart:
     """Stop the service (no endless crash loop) and describe why it failed.
 
@@ -153,7 +157,11 @@ def _failure(
 
 
 def _wait_healthy(
-    supervisor: Supervisor, spec: ServiceSpec, settings: Settings, timeout: float, log_from: int
+    supervisor: Supervisor,
+    spec: ServiceSpec,
+    settings: StackSettings,
+    timeout: float,
+    log_from: int,
 ) -> None:
     """Wait until supervisord reports RUNNING and the health check passes.
 
@@ -195,7 +203,7 @@ def _wait_healthy(
 
 
 def _ensure_running(
-    supervisor: Supervisor, spec: ServiceSpec, settings: Settings, timeout: float | None
+    supervisor: Supervisor, spec: ServiceSpec, settings: StackSettings, timeout: float | None
 ) -> bool:
     """Bring one service up; ``True`` when it was not already running and healthy."""
     wait = spec.startup_timeout if timeout is None else timeout
@@ -226,7 +234,7 @@ def _ensure_running(
 
 def _service_status(
     spec: ServiceSpec,
-    settings: Settings,
+    settings: StackSettings,
     info: ProcessInfo | None,
     record: watchdog.ServiceRecord | None = None,
 ) -> ServiceStatus:
@@ -245,7 +253,7 @@ def _service_status(
     )
 
 
-def status(settings: Settings, services: Iterable[str] | None = None) -> StackStatus:
+def status(settings: StackSettings, services: Iterable[str] | None = None) -> StackStatus:
     """Report state, pid, ports, health and URL of the services (all when ``None``)."""
     specs = select(services)
     supervisor = Supervisor(settings)
@@ -262,7 +270,7 @@ def status(settings: Settings, services: Iterable[str] | None = None) -> StackSt
 
 
 def up(
-    settings: Settings, services: Iterable[str] | None = None, timeout: float | None = None
+    settings: StackSettings, services: Iterable[str] | None = None, timeout: float | None = None
 ) -> StackStatus:
     """Start supervisord if needed, then each service (all when ``None``) in order.
 
@@ -300,7 +308,7 @@ def up(
     )
 
 
-def down(settings: Settings, timeout: float = SUPERVISOR_TIMEOUT) -> StackStatus:
+def down(settings: StackSettings, timeout: float = SUPERVISOR_TIMEOUT) -> StackStatus:
     """Stop every service (reverse start order) and supervisord; a no-op when none runs."""
     supervisor = Supervisor(settings)
     stopped: list[str] = []

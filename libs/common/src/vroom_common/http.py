@@ -12,6 +12,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import structlog
 import uvicorn
@@ -22,7 +23,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from vroom_common.errors import VroomError
 from vroom_common.logs import configure_logging
-from vroom_common.settings import Settings, get_settings
+from vroom_common.settings import Settings
+
+S = TypeVar("S", bound=Settings)
 
 log = structlog.get_logger(__name__)
 
@@ -131,11 +134,13 @@ def freeze_after_startup(app: Starlette) -> None:
     app.router.lifespan_context = lifespan
 
 
-def serve(create_app: Callable[[Settings], Starlette], port: Callable[[Settings], int]) -> None:
-    """Run ``create_app(settings)`` on ``settings.host:port(settings)``, the settings read
-    from the environment and every log line through our structlog set-up; the heap is
-    frozen once started (:func:`freeze_heap`)."""
-    settings = get_settings()
+def serve(
+    create_app: Callable[[S], Starlette], port: Callable[[S], int], read: Callable[[], S]
+) -> None:
+    """Run ``create_app(settings)`` on ``settings.host:port(settings)``, the settings
+    ``read()`` from the environment (the service's own class) and every log line through
+    our structlog set-up; the heap is frozen once started (:func:`freeze_heap`)."""
+    settings = read()
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings)
     freeze_after_startup(app)

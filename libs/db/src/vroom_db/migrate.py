@@ -30,7 +30,8 @@ from sqlalchemy.exc import OperationalError
 from vroom_common.errors import DependencyUnavailable
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
-#: The revision whose schema ``create_all`` used to make.
+#: The first revision: a database holding its tables but no Alembic version (made
+#: before migrations existed) is stamped at it, then upgraded.
 BASELINE: Final = "0001"
 #: Key of the PostgreSQL advisory lock held while migrating ("vroom" in ASCII).
 PG_LOCK_KEY: Final = 0x76726F6F6D

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: A vehicle id: 64-bit, as the API documents it (SQLite's INTEGER is 64-bit already,
+#: and its rowid primary key must be declared exactly INTEGER).
+VehicleId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -30,7 +44,7 @@ class Vehicle(Base):
         CheckConstraint("source IN ('csv', 'ui')", name="ck_vehicles_source"),
     )
 
-    vehicle_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vehicle_id: Mapped[int] = mapped_column(VehicleId, primary_key=True, autoincrement=True)
     technology: Mapped[int] = mapped_column(Integer)
     actual_price: Mapped[float] = mapped_column(Float)
     recommended_price: Mapped[float] = mapped_column(Float)
@@ -52,7 +66,9 @@ class Reservation(Base):
     __table_args__ = (Index("ix_reservations_vehicle_id", "vehicle_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.vehicle_id", ondelete="CASCADE"))
+    vehicle_id: Mapped[int] = mapped_column(
+        VehicleId, ForeignKey("vehicles.vehicle_id", ondelete="CASCADE")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
 
     vehicle: Mapped[Vehicle] = relationship(back_populates="reservations")

@@ -18,7 +18,6 @@ import structlog
 
 from vroom_common.errors import VroomError
 from vroom_common.events import ModelPromoted
-from vroom_common.settings import Settings
 from vroom_rollout.base import (
     BackendName,
     Rollout,
@@ -28,6 +27,7 @@ from vroom_rollout.base import (
     RolloutTimeout,
 )
 from vroom_rollout.local import LocalRollout
+from vroom_rollout.settings import RolloutSettings
 
 __all__ = [
     "BackendName",
@@ -51,7 +51,7 @@ class NoRollout:
 
     backend: BackendName = "none"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RolloutSettings) -> None:
         self.settings = settings
 
     def rollout(self, promoted: ModelPromoted | None = None) -> RolloutResult:  # noqa: ARG002
@@ -65,7 +65,7 @@ class NoRollout:
         )
 
 
-def make_rollout(settings: Settings) -> Rollout:
+def make_rollout(settings: RolloutSettings) -> Rollout:
     """The rollout of the configured backend (nothing is contacted until ``rollout()``)."""
     if settings.rollout_backend == "none":
         return NoRollout(settings)

@@ -15,8 +15,8 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from vroom_common.errors import InvalidInput
-from vroom_common.settings import Settings
 from vroom_registry import ALIAS_CHAMPION, ModelRegistry, Version
+from vroom_rollout.settings import RolloutSettings
 
 #: URI schemes KServe's storage initializer (or its PVC / modelcar handling) reads.
 KSERVE_SCHEMES: Final = frozenset(
@@ -84,26 +84,26 @@ def _artifact_root(uri: str) -> str:
     return f"{scheme}:/" if scheme else uri.split("/", 1)[0] + "/"
 
 
-def registry(settings: Settings) -> ModelRegistry:
+def registry(settings: RolloutSettings) -> ModelRegistry:
     """The registry adapter for ``settings.model_name``."""
     return ModelRegistry(settings.mlflow_uri, settings.model_name)
 
 
-def resolve_champion(settings: Settings) -> ChampionRef:
+def resolve_champion(settings: RolloutSettings) -> ChampionRef:
     """The current champion of ``settings.model_name`` and its cluster-readable location."""
     models = registry(settings)
     found = models.get(ALIAS_CHAMPION, "promote one first (`vroom promote`)")
     return _located(settings, models, found)
 
 
-def resolve_version(settings: Settings, version: str) -> ChampionRef:
+def resolve_version(settings: RolloutSettings, version: str) -> ChampionRef:
     """Version ``version`` of ``settings.model_name`` and its cluster-readable location
     (a rollout candidate, which no alias names yet)."""
     models = registry(settings)
     return _located(settings, models, models.version(version))
 
 
-def _located(settings: Settings, models: ModelRegistry, version: Version) -> ChampionRef:
+def _located(settings: RolloutSettings, models: ModelRegistry, version: Version) -> ChampionRef:
     source = models.download_uri(version)
     return ChampionRef(
         model_name=version.model_name,

@@ -29,7 +29,6 @@ from vroom_common.errors import (
     NotFound,
 )
 from vroom_common.events import ModelPromoted
-from vroom_common.settings import Settings
 from vroom_kube import MERGE_PATCH, KubeApi, namespaced
 from vroom_registry import candidate_name
 from vroom_rollout.base import (
@@ -41,6 +40,7 @@ from vroom_rollout.base import (
 )
 from vroom_rollout.champion import ChampionRef, resolve_champion, resolve_version
 from vroom_rollout.local import METADATA_TIMEOUT_S, PredictorRepository
+from vroom_rollout.settings import RolloutSettings
 
 log = structlog.get_logger(__name__)
 
@@ -160,10 +160,10 @@ class KubernetesRollout:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RolloutSettings,
         api_client: client.ApiClient | None = None,
         *,
-        resolve: Callable[[Settings], ChampionRef] = resolve_champion,
+        resolve: Callable[[RolloutSettings], ChampionRef] = resolve_champion,
         poll_interval_s: float = 2.0,
     ) -> None:
         self.settings = settings
@@ -347,10 +347,10 @@ class KubernetesDeployer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RolloutSettings,
         api_client: client.ApiClient | None = None,
         *,
-        resolve: Callable[[Settings, str], ChampionRef] = resolve_version,
+        resolve: Callable[[RolloutSettings, str], ChampionRef] = resolve_version,
         served_version: ServedVersion = predictor_version,
     ) -> None:
         self.settings = settings

@@ -19,7 +19,6 @@ import structlog
 from vroom_common.errors import DependencyUnavailable, NotFound
 from vroom_common.events import ModelPromoted
 from vroom_common.http_errors import error_message
-from vroom_common.settings import Settings
 from vroom_registry import candidate_name
 from vroom_rollout.base import (
     BackendName,
@@ -28,6 +27,7 @@ from vroom_rollout.base import (
     RolloutStatus,
     RolloutTimeout,
 )
+from vroom_rollout.settings import RolloutSettings
 
 log = structlog.get_logger(__name__)
 
@@ -127,7 +127,7 @@ class LocalRollout:
 
     backend: BackendName = "local"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RolloutSettings) -> None:
         self.settings = settings
         self.repository = PredictorRepository(settings.predictor_url, settings.rollout_timeout_s)
         self.base_url = self.repository.base_url
@@ -185,7 +185,7 @@ class LocalDeployer:
 
     backend: BackendName = "local"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RolloutSettings) -> None:
         self.settings = settings
         self.champion = PredictorRepository(settings.predictor_url, settings.rollout_timeout_s)
         self.candidate = PredictorRepository(

@@ -18,8 +18,8 @@ from vroom_common import events
 from vroom_common.events import ModelPromoted
 from vroom_common.logs import configure_logging
 from vroom_common.redis_clients import redis_client
-from vroom_common.settings import Settings, get_settings
 from vroom_controller.health import DEFAULT_MAX_AGE_S, beat, heartbeat_path, probe
+from vroom_rollout.settings import RolloutSettings, get_rollout_settings
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(settings: Settings, stop: threading.Event) -> None:
+def run(settings: RolloutSettings, stop: threading.Event) -> None:
     """The controller loop for ``settings`` until ``stop`` is set."""
     # Heavy imports (MLflow, the Kubernetes client) after the signal handlers are in.
     from vroom_rollout.progressive.controller import Controller  # noqa: PLC0415
@@ -80,7 +80,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = get_settings()
+    settings = get_rollout_settings()
     configure_logging(settings.log_format, settings.log_level)
     args = build_parser().parse_args(argv)
     if args.probe:

@@ -8,11 +8,12 @@ setting (Redis URL, offline store path, Feast registry) comes from the same
 from __future__ import annotations
 
 from vroom_common.http import serve
+from vroom_common.settings import get_settings
 from vroom_feature_service.app import create_app
 
 
 def main() -> None:
-    serve(create_app, lambda settings: settings.feature_service_port)
+    serve(create_app, lambda settings: settings.feature_service_port, get_settings)
 
 
 if __name__ == "__main__":

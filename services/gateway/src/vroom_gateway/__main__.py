@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from vroom_common.http import serve
 from vroom_gateway.app import create_app
+from vroom_gateway.settings import get_gateway_settings
 
 
 def main() -> None:
-    serve(create_app, lambda settings: settings.gateway_port)
+    serve(create_app, lambda settings: settings.gateway_port, get_gateway_settings)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from starlette.responses import JSONResponse, Response
 from vroom_common.http import install_error_handler
 from vroom_common.observability import REQUEST_ID_HEADER, install_observability
 from vroom_common.redis_clients import async_redis_client
-from vroom_common.settings import Settings
 from vroom_db.migrate import migrate
 from vroom_db.session import make_engine, make_session_factory
 from vroom_gateway.clients.features import FeatureServiceClient
@@ -44,6 +43,7 @@ from vroom_gateway.routes import (
 )
 from vroom_gateway.runners import make_runner
 from vroom_gateway.security import Authenticator, authenticate
+from vroom_gateway.settings import GatewaySettings
 from vroom_gateway.traffic import Traffic
 from vroom_registry import candidate_name
 
@@ -54,7 +54,7 @@ log = structlog.get_logger(__name__)
 
 
 def create_app(
-    settings: Settings,
+    settings: GatewaySettings,
     *,
     predictor_timeout_s: float | None = None,
     features_timeout_s: float | None = None,

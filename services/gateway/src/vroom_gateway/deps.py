@@ -10,13 +10,13 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from vroom_common.observability import HttpMetrics
-from vroom_common.settings import Settings
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.metrics import ServedVersion, Stages
 from vroom_gateway.protection import BenchmarkSlots, RateLimits
 from vroom_gateway.runners import PipelineRunner
 from vroom_gateway.security import Authenticator
+from vroom_gateway.settings import GatewaySettings
 from vroom_gateway.traffic import Traffic
 
 
@@ -24,7 +24,7 @@ from vroom_gateway.traffic import Traffic
 class Resources:
     """Everything the routes share, opened once at start-up."""
 
-    settings: Settings
+    settings: GatewaySettings
     predictor: PredictorClient
     features: FeatureServiceClient
     sessions: sessionmaker[Session]
@@ -44,7 +44,7 @@ async def get_resources(request: Request) -> Resources:
     return resources
 
 
-async def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> GatewaySettings:
     return (await get_resources(request)).settings
 
 
@@ -65,7 +65,7 @@ async def get_redis(request: Request) -> aioredis.Redis:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 PredictorDep = Annotated[PredictorClient, Depends(get_predictor)]
 FeaturesDep = Annotated[FeatureServiceClient, Depends(get_features)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]

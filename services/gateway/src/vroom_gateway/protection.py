@@ -29,8 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vroom_common.errors import PayloadTooLarge, RateLimited, RequestTimeout
 from vroom_common.http import vroom_error_response
 from vroom_common.observability import header
-from vroom_common.settings import Settings
 from vroom_gateway.security import Caller, Principal
+from vroom_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
 
@@ -108,7 +108,7 @@ def _content_length(scope: Scope) -> int | None:
 class RateLimits:
     """Moving-window limits per client, counted in Redis so all replicas share them."""
 
-    def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
+    def __init__(self, settings: GatewaySettings, client: aioredis.Redis) -> None:
         storage = RedisStorage(
             settings.redis_url.replace("redis", "async+redis", 1),
             implementation="redispy",

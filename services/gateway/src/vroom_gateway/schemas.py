@@ -16,10 +16,10 @@ from vroom_common.schemas import (
     VehicleFeatures,
     VehicleSource,
 )
-from vroom_common.settings import check_steps
 from vroom_features.schemas import feature_fields
 from vroom_rollout.progressive.machine import CommandOutcome, Phase, Policy, Transition
 from vroom_rollout.progressive.signals import VersionSignals
+from vroom_rollout.settings import check_steps
 
 #: Most iterations one /benchmark request may ask for.
 MAX_BENCHMARK_ITERATIONS: Final = 100_000

@@ -28,7 +28,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from vroom_common.errors import DependencyUnavailable, PermissionDenied, Unauthenticated
-from vroom_common.settings import Settings, api_key_problem
+from vroom_gateway.settings import GatewaySettings, api_key_problem
 
 log = structlog.get_logger(__name__)
 
@@ -202,7 +202,7 @@ def _looks_like_jwt(token: str) -> bool:
 class Authenticator:
     """Decides who a request comes from, for the routes that need it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: GatewaySettings) -> None:
         self.keys = KeyRing(
             [key.get_secret_value() for key in settings.api_keys], settings.api_keys_file
         )

@@ -37,9 +37,9 @@ import structlog
 
 from vroom_common.errors import VroomError
 from vroom_common.observability import HttpMetrics
-from vroom_common.settings import Settings
 from vroom_gateway.clients.predictor import Prediction, PredictorClient
 from vroom_gateway.metrics import ServedVersion
+from vroom_gateway.settings import GatewaySettings
 from vroom_rollout.progressive.machine import RolloutState
 from vroom_rollout.progressive.signals import SignalBatch
 from vroom_rollout.progressive.store import flush_async, parse_state, signals_key, state_key
@@ -63,7 +63,7 @@ class Traffic:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewaySettings,
         *,
         champion: PredictorClient,
         candidate: PredictorClient,

@@ -22,13 +22,13 @@ import structlog
 
 from vroom_common.errors import DependencyUnavailable, VroomError
 from vroom_common.events import ModelPromoted, RolloutRequested
-from vroom_common.settings import Settings
 from vroom_registry import ALIAS_CHAMPION, ALIAS_ROLLOUT
 from vroom_rollout.base import BackendName
 from vroom_rollout.progressive import machine
 from vroom_rollout.progressive.machine import CommandOutcome, Policy, RolloutState
 from vroom_rollout.progressive.registry import RolloutRegistry
 from vroom_rollout.progressive.store import COMMAND_MAX_AGE_S, LeaseLost, RolloutStore, entry_age_s
+from vroom_rollout.settings import RolloutSettings
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +92,7 @@ class Controller:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RolloutSettings,
         store: RolloutStore,
         deployer: Deployer,
         registry: RolloutRegistry,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from vroom_common.errors import InvalidInput
-from vroom_common.settings import Settings
 from vroom_rollout.progressive.controller import Deployer
+from vroom_rollout.settings import RolloutSettings
 
 
-def make_deployer(settings: Settings) -> Deployer:
+def make_deployer(settings: RolloutSettings) -> Deployer:
     """``local``: one predictor hosting champion and candidate; ``kubernetes``: a second
     InferenceService for the candidate."""
     if settings.rollout_backend == "local":

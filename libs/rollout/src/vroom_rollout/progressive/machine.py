@@ -31,8 +31,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vroom_common.settings import Settings, check_steps
 from vroom_rollout.progressive.signals import VersionSignals
+from vroom_rollout.settings import RolloutSettings, check_steps
 
 Phase = Literal["idle", "starting", "shadow", "canary", "promoting", "promoted", "rolled_back"]
 
@@ -61,7 +61,7 @@ class Policy(BaseModel):
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        settings: RolloutSettings,
         *,
         steps: list[int] | None = None,
         step_seconds: float | None = None,

@@ -8,7 +8,6 @@ fast (``DependencyUnavailable``) and the controller retries it on its next tick.
 from __future__ import annotations
 
 from vroom_common.events import ModelPromoted
-from vroom_common.settings import Settings
 from vroom_registry import (
     ALIAS_CHAMPION,
     ALIAS_ROLLOUT,
@@ -18,12 +17,13 @@ from vroom_registry import (
     TAG_ROLLBACK_REASON,
     ModelRegistry,
 )
+from vroom_rollout.settings import RolloutSettings
 
 
 class RolloutRegistry:
     """The registered model ``settings.model_name``, as a rollout sees it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RolloutSettings) -> None:
         self.settings = settings
         self.models = ModelRegistry(settings.mlflow_uri, settings.model_name)
         # Paid when the controller starts, not on a rollout's first request.

@@ -21,7 +21,6 @@ import redis.asyncio as aioredis
 from vroom_common.errors import Conflict, DependencyUnavailable, VroomError
 from vroom_common.events import RolloutRequested
 from vroom_common.redis_clients import redis_client
-from vroom_common.settings import Settings
 from vroom_rollout.progressive.machine import RolloutState
 from vroom_rollout.progressive.signals import VersionSignals
 from vroom_rollout.progressive.store import (
@@ -30,6 +29,7 @@ from vroom_rollout.progressive.store import (
     load_async,
     request_async,
 )
+from vroom_rollout.settings import RolloutSettings
 
 #: How long a caller waits for the controller's answer by default.
 ANSWER_TIMEOUT_S: Final = 15.0
@@ -70,7 +70,7 @@ def _text(raw: bytes | str | None) -> str | None:
 
 
 def request(
-    settings: Settings, command: RolloutRequested, timeout_s: float = ANSWER_TIMEOUT_S
+    settings: RolloutSettings, command: RolloutRequested, timeout_s: float = ANSWER_TIMEOUT_S
 ) -> RolloutState:
     """Send ``command`` and wait for the controller's answer (blocking)."""
     client = redis_client(settings)
@@ -98,7 +98,7 @@ class Snapshot:
     leader: str | None
 
 
-def current(settings: Settings) -> Snapshot:
+def current(settings: RolloutSettings) -> Snapshot:
     """The stored state, its current step's signals and the lease holder (blocking)."""
     client = redis_client(settings)
     try:
@@ -112,7 +112,7 @@ def current(settings: Settings) -> Snapshot:
 
 async def request_from(
     client: aioredis.Redis,
-    settings: Settings,
+    settings: RolloutSettings,
     command: RolloutRequested,
     timeout_s: float = ANSWER_TIMEOUT_S,
 ) -> RolloutState:
@@ -131,7 +131,7 @@ async def request_from(
     raise no_answer(settings.model_name, leader, timeout_s)
 
 
-def progressive_starter(settings: Settings) -> Callable[[str, str], str] | None:
+def progressive_starter(settings: RolloutSettings) -> Callable[[str, str], str] | None:
     """``promote``'s ``start_rollout`` under the configured strategy: a function that
     asks the controller to start a progressive rollout of a version (with the
     controller's schedule) and returns its id; ``None`` when promotions are immediate

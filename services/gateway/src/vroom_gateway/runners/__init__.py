@@ -1,6 +1,6 @@
 """Pipeline runners: how ``/materialize`` and ``/train`` start a pipeline run.
 
-Three backends, chosen by ``Settings.pipeline_runner`` (:func:`make_runner`):
+Three backends, chosen by ``GatewaySettings.pipeline_runner`` (:func:`make_runner`):
 
 ``local``
     A background process, ``python -m vroom_pipelines <command> --dag-run-id <id>``,
@@ -34,7 +34,6 @@ Errors are the named ``vroom_common.errors`` only.
 
 from __future__ import annotations
 
-from vroom_common.settings import Settings
 from vroom_gateway.runners.airflow import AirflowRunner, airflow_api_base
 from vroom_gateway.runners.base import (
     PIPELINE_COMMANDS,
@@ -52,6 +51,7 @@ from vroom_gateway.runners.kubernetes import (
 )
 from vroom_gateway.runners.local import CommandFactory, LocalRunner, pipeline_command
 from vroom_gateway.schemas import TriggeredRun
+from vroom_gateway.settings import GatewaySettings
 
 __all__ = [
     "PIPELINE_COMMANDS",
@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 
-def make_runner(settings: Settings) -> PipelineRunner:
+def make_runner(settings: GatewaySettings) -> PipelineRunner:
     """The runner ``settings.pipeline_runner`` names (``airflow`` whenever
     ``airflow_url`` is set). Nothing connects until the first trigger."""
     if settings.pipeline_runner == "airflow":

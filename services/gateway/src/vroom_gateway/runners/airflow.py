@@ -22,9 +22,9 @@ from vroom_common.errors import (
 )
 from vroom_common.events import DagId
 from vroom_common.http_errors import error_message
-from vroom_common.settings import Settings
 from vroom_gateway.runners.base import command_of
 from vroom_gateway.schemas import TriggeredRun
+from vroom_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ class AirflowRunner:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewaySettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_wait_s: float = 0.2,

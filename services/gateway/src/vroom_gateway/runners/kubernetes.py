@@ -16,9 +16,9 @@ from kubernetes import client as kube_client
 from vroom_common import events
 from vroom_common.errors import Conflict
 from vroom_common.events import DAG_MATERIALIZE, DAG_PIPELINE, DagId
-from vroom_common.settings import Settings
 from vroom_gateway.runners.base import RUN_ID_ENV, command_of
 from vroom_gateway.schemas import TriggeredRun
+from vroom_gateway.settings import GatewaySettings
 from vroom_kube import KubeApi, namespaced
 
 log = structlog.get_logger(__name__)
@@ -125,7 +125,9 @@ class KubernetesRunner:
 
     name: str = "kubernetes"
 
-    def __init__(self, settings: Settings, api_client: kube_client.ApiClient | None = None) -> None:
+    def __init__(
+        self, settings: GatewaySettings, api_client: kube_client.ApiClient | None = None
+    ) -> None:
         self.settings = settings
         self.namespace = settings.kube_namespace
         self.cronjobs: dict[str, str] = {

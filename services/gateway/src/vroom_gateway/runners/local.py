@@ -25,9 +25,9 @@ from vroom_common.errors import (
 )
 from vroom_common.events import DagId, PipelineCompleted
 from vroom_common.redis_clients import async_redis_client
-from vroom_common.settings import Settings
 from vroom_gateway.runners.base import RUN_ID_ENV, command_of, safe_file_name
 from vroom_gateway.schemas import TriggeredRun
+from vroom_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,7 @@ class LocalRunner:
     """Pipelines as background processes of the gateway (see the module docstring).
 
     Args:
-        settings: Passed to the child as environment variables (``Settings.as_env``
+        settings: Passed to the child as environment variables (``GatewaySettings.as_env``
             over the gateway's own environment); ``state_dir`` holds the logs and
             ``redis_url`` is where a missing ``pipeline-completed`` is published.
         command: Builds the child's argv; the default runs ``vroom_pipelines``.
@@ -77,7 +77,7 @@ class LocalRunner:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewaySettings,
         *,
         command: CommandFactory = pipeline_command,
         stop_grace_s: float = 5.0,
