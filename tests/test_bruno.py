@@ -56,6 +56,7 @@ SECOND_WAVE_ENDPOINTS = {
     ("POST", "/rollout/abort"),
     ("POST", "/rollout/promote"),
     ("GET", "/rollout/events"),
+    ("GET", "/monitoring"),
 }
 
 _BLOCK_OPEN = re.compile(r"^([a-z][a-z:-]*) \{$")

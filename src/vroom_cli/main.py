@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from vroom_cli import bench, run, stack
+from vroom_cli import bench, monitor, run, stack
 from vroom_cli.stack.settings import get_stack_settings
 from vroom_common.logs import configure_logging
 from vroom_pipelines import cli as pipelines
@@ -29,3 +29,4 @@ stack.register(app)
 pipelines.register(app)
 run.register(app)
 bench.register(app)
+monitor.register(app)

@@ -25,6 +25,7 @@ import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
 from tests.conftest import free_ports
+from tests.ports import private_stack_settings
 from tests.postgres import PostgresServer
 from tests.realdata import REAL_DATA_DIR
 from vroom_cli.run import ensure_champion, gateway_url
@@ -73,24 +74,10 @@ class Stack:
 
 
 def stack_settings(state_dir: Path, database_url: str) -> StackSettings:
-    redis, mlflow, gateway, rest, grpc, features = free_ports(6)
     dashboard = f"http://{DASHBOARD_HOST}:{_dashboard_port()}"
     origins = list(DEFAULT_CORS_ORIGINS)
-    return StackSettings(
-        state_dir=state_dir,
-        host="127.0.0.1",
-        redis_port=redis,
-        mlflow_port=mlflow,
-        gateway_port=gateway,
-        predictor_http_port=rest,
-        predictor_grpc_port=grpc,
-        feature_service_port=features,
-        # Explicit, so VROOM_* URLs in the environment cannot redirect the tests.
-        redis_url=f"redis://127.0.0.1:{redis}/0",
-        mlflow_uri=f"http://127.0.0.1:{mlflow}",
-        predictor_url=f"http://127.0.0.1:{rest}",
-        predictor_grpc_target=f"127.0.0.1:{grpc}",
-        feature_service_url=f"http://127.0.0.1:{features}",
+    return private_stack_settings(
+        state_dir,
         database_url=database_url,
         benchmark_budget_s=2.0,  # the fuzzer may ask for 100,000 iterations
         sse_keepalive_s=1.0,

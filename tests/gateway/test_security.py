@@ -43,6 +43,10 @@ OPEN_POSTS = {"/predict", "/predict/id", "/predict/batch"}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
+#: What a page's fetch asks to send: a JSON body, a key, its trace context.
+REQUESTED_HEADERS = "content-type, authorization, traceparent"
+
+
 def operations(settings: GatewaySettings) -> list[tuple[str, str, dict[str, Any]]]:
     """(method, path template, operation) of every operation in the app's OpenAPI."""
     paths = create_app(settings).openapi()["paths"]
@@ -259,7 +263,7 @@ def test_default_origins_pass_preflights_and_see_the_request_id(served: Served) 
                     headers={
                         "Origin": origin,
                         "Access-Control-Request-Method": method,
-                        "Access-Control-Request-Headers": "content-type, authorization",
+                        "Access-Control-Request-Headers": REQUESTED_HEADERS,
                     },
                 )
                 assert preflight.status_code == 200, preflight.text
@@ -268,6 +272,7 @@ def test_default_origins_pass_preflights_and_see_the_request_id(served: Served) 
                 allowed = preflight.headers["access-control-allow-headers"].lower()
                 assert "content-type" in allowed
                 assert "authorization" in allowed
+                assert "traceparent" in allowed  # a traced page's requests join its trace
                 assert "access-control-allow-credentials" not in preflight.headers
         simple = client.get("/health", headers={"Origin": ORIGIN})
         assert simple.headers["access-control-allow-origin"] == ORIGIN

@@ -30,6 +30,8 @@ SHARED_SCHEMAS: Final = REPO.parent / "shared" / "schemas"
 KSERVE_SCHEMAS: Final = SHARED_SCHEMAS / "kserve-v0.20.0"
 #: The Gateway API CRDs (HTTPRoute) of the version the chart targets.
 GATEWAY_API_SCHEMAS: Final = SHARED_SCHEMAS / "gateway-api-v1.6.1"
+#: The Prometheus Operator's monitoring CRDs (ServiceMonitor, PodMonitor, PrometheusRule).
+PROMETHEUS_SCHEMAS: Final = SHARED_SCHEMAS / "prometheus-operator-v0.93.0"
 #: The Kubernetes version manifests are validated for (kubernetes-validate ships it).
 KUBE_VERSION: Final = "1.33.0"
 
@@ -216,7 +218,7 @@ def iter_containers(docs: list[Manifest]) -> Iterator[tuple[PodSpec, dict[str, A
             yield pod, container
 
 
-# --- CRD schemas (KServe, Gateway API) ------------------------------------------------------
+# --- CRD schemas (KServe, Gateway API, Prometheus Operator) --------------------------------
 
 
 def _close(node: Any) -> Any:

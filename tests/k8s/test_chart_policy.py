@@ -36,6 +36,7 @@ from vroom_gateway.runners.kubernetes import LABEL_DAG_ID
 from vroom_gateway.settings import GatewaySettings
 from vroom_materializer.options import MaterializerOptions
 from vroom_pipelines.settings import PipelineSettings
+from vroom_predictor.settings import PredictorSettings
 from vroom_registry import candidate_name
 from vroom_rollout.champion import KSERVE_SCHEMES, map_storage_uri
 from vroom_rollout.settings import RolloutSettings
@@ -373,7 +374,7 @@ READERS: dict[str, type[Settings]] = {
     "controller": RolloutSettings,
     "features": Settings,
     "materializer": Settings,
-    "predictor": Settings,
+    "predictor": PredictorSettings,
     "pipeline": PipelineSettings,
     "materialize": PipelineSettings,
 }

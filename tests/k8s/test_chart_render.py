@@ -36,7 +36,7 @@ KSERVE_CRDS = {
 }
 #: Kinds validated against their CRDs, not the Kubernetes schemas (HTTPRoute:
 #: test_chart_edge.py).
-CRD_KINDS = {*KSERVE_CRDS, "HTTPRoute"}
+CRD_KINDS = {*KSERVE_CRDS, "HTTPRoute", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 CI_IDS = [p.name for p in CI_VALUES]
 

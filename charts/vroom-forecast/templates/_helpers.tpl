@@ -435,6 +435,8 @@ candidate is in vroom.env.candidateArm. */}}
   value: {{ $g.limits.rateLimitCostly | quote }}
 - name: VROOM_RATE_LIMIT_BENCHMARK
   value: {{ $g.limits.rateLimitBenchmark | quote }}
+- name: VROOM_DRIFT_ALERT_PSI
+  value: {{ .Values.monitoring.rules.driftPsi | toString | quote }}
 {{- with $g.forwardedAllowIps }}
 - name: VROOM_FORWARDED_ALLOW_IPS
   value: {{ . | quote }}

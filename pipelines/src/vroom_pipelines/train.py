@@ -48,6 +48,7 @@ from vroom_features.contract import (
     OUTPUT_NAME,
     REGISTRATION_FILE,
 )
+from vroom_features.drift import REFERENCE_FILE, Reference
 from vroom_pipelines.intervals import (
     CoverageReport,
     IntervalForecaster,
@@ -226,7 +227,8 @@ def export_onnx(model: IntervalForecaster, x: pd.DataFrame) -> tuple[onnx.ModelP
 def save_model_dir(
     path: Path, model: IntervalForecaster, proto: onnx.ModelProto, x: pd.DataFrame
 ) -> None:
-    """An MLflow model directory with the sklearn and onnx flavours side by side."""
+    """An MLflow model directory with the sklearn and onnx flavours side by side, the
+    intervals' calibration and the training distributions (drift monitoring)."""
     # Declared as doubles: the model computes in floating point, and MLflow's schema
     # enforcement would otherwise reject an integer column holding a missing value.
     example = x.head(5).astype("float64")
@@ -241,6 +243,10 @@ def save_model_dir(
     )
     (path / ONNX_FILE).write_bytes(proto.SerializeToString())
     (path / CALIBRATION_FILE).write_text(json.dumps(model.calibration.as_dict(), indent=2))
+    # The training distributions, at the float32 precision the predictor sees requests in
+    # (a bin edge is then the very value a live row carries).
+    matrix = x[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
+    Reference.fit(matrix, model.predict(x)).save(path / REFERENCE_FILE)
     meta = Model.load(str(path / "MLmodel"))
     meta.add_flavor(
         "onnx", onnx_version=onnx.__version__, data=ONNX_FILE, providers=["CPUExecutionProvider"]

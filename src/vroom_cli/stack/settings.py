@@ -10,9 +10,10 @@ from pydantic import Field
 
 from vroom_gateway.settings import GatewaySettings
 from vroom_pipelines.settings import PipelineSettings
+from vroom_predictor.settings import PredictorSettings
 
 
-class StackSettings(GatewaySettings, PipelineSettings):
+class StackSettings(GatewaySettings, PipelineSettings, PredictorSettings):
     """Every component's settings, handed to each service it starts (``as_env``)."""
 
     supervisor_backoff_s: float = Field(

@@ -24,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from vroom_common.errors import VroomError
 from vroom_common.logs import configure_logging
 from vroom_common.settings import Settings
+from vroom_common.tracing import configure_tracing
 
 S = TypeVar("S", bound=Settings)
 
@@ -135,13 +136,18 @@ def freeze_after_startup(app: Starlette) -> None:
 
 
 def serve(
-    create_app: Callable[[S], Starlette], port: Callable[[S], int], read: Callable[[], S]
+    service: str,
+    create_app: Callable[[S], Starlette],
+    port: Callable[[S], int],
+    read: Callable[[], S],
 ) -> None:
     """Run ``create_app(settings)`` on ``settings.host:port(settings)``, the settings
-    ``read()`` from the environment (the service's own class) and every log line through
-    our structlog set-up; the heap is frozen once started (:func:`freeze_heap`)."""
+    ``read()`` from the environment (the service's own class), every log line through
+    our structlog set-up and, when ``OTEL_*`` asks for it, its spans as ``service``
+    (vroom_common.tracing); the heap is frozen once started (:func:`freeze_heap`)."""
     settings = read()
     configure_logging(settings.log_format, settings.log_level)
+    configure_tracing(service)
     app = create_app(settings)
     freeze_after_startup(app)
     uvicorn.Server(server_config(app, settings, port(settings))).run()

@@ -13,7 +13,12 @@ from vroom_feature_service.app import create_app
 
 
 def main() -> None:
-    serve(create_app, lambda settings: settings.feature_service_port, get_settings)
+    serve(
+        "vroom-feature-service",
+        create_app,
+        lambda settings: settings.feature_service_port,
+        get_settings,
+    )
 
 
 if __name__ == "__main__":

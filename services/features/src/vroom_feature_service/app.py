@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from vroom_common.http import install_error_handler
 from vroom_common.observability import install_observability
 from vroom_common.settings import Settings
+from vroom_common.tracing import instrument_app
 from vroom_feature_service.offline import DEFAULT_CHECK_INTERVAL_S
 from vroom_feature_service.routes import compute, health, offline, online, stores
 from vroom_feature_service.state import ServiceState
@@ -62,4 +63,5 @@ def create_app(
     install_observability(app, "features")
     for module in (compute, online, offline, stores, health):
         app.include_router(module.router)
+    instrument_app(app)
     return app

@@ -12,7 +12,7 @@ from vroom_gateway.settings import get_gateway_settings
 
 
 def main() -> None:
-    serve(create_app, lambda settings: settings.gateway_port, get_gateway_settings)
+    serve("vroom-gateway", create_app, lambda settings: settings.gateway_port, get_gateway_settings)
 
 
 if __name__ == "__main__":

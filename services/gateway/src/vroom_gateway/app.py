@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from vroom_common.http import install_error_handler
 from vroom_common.observability import REQUEST_ID_HEADER, install_observability
 from vroom_common.redis_clients import async_redis_client
+from vroom_common.tracing import instrument_app, instrument_grpc_client
 from vroom_db.migrate import migrate
 from vroom_db.session import make_engine, make_session_factory
 from vroom_gateway.clients.features import FeatureServiceClient
@@ -36,6 +37,7 @@ from vroom_gateway.routes import (
     events,
     health,
     model,
+    monitoring,
     pipelines,
     predict,
     rollout,
@@ -71,6 +73,7 @@ def create_app(
 
     # Built before serving, so a bad key file stops the start with its reason.
     authenticator = Authenticator(settings)
+    instrument_grpc_client()  # before the lifespan opens the predictors' channels
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -167,8 +170,9 @@ def create_app(
     )
     app.include_router(health.router)  # open always: probes and load balancers call it
     reads = [Depends(authenticate)] if settings.auth_reads else []
-    for module in (predict, benchmark, vehicles, model, pipelines, events, rollout):
+    for module in (predict, benchmark, vehicles, model, pipelines, events, rollout, monitoring):
         app.include_router(module.router, dependencies=reads)
+    instrument_app(app)
     return app
 
 
@@ -179,6 +183,9 @@ CORS_REQUEST_HEADERS: Final = [
     "X-API-Key",
     REQUEST_ID_HEADER,
     "Last-Event-ID",
+    # W3C trace context: a traced page's request joins its trace (vroom_common.tracing).
+    "traceparent",
+    "tracestate",
 ]
 #: Response headers a cross-origin page may read.
 CORS_EXPOSED_HEADERS: Final = [REQUEST_ID_HEADER, "Retry-After", "WWW-Authenticate"]

@@ -237,3 +237,34 @@ class RolloutStart(RequestBody):
 
 class RolloutAbort(RequestBody):
     reason: str | None = Field(default=None, max_length=500)
+
+
+class DriftDistribution(BaseModel):
+    """One feature's (or the prediction's) bins, training and live shares."""
+
+    bins: list[str]
+    train: list[float]
+    live: list[float]
+
+
+class ModelDrift(BaseModel):
+    """A served model's live window against its training distribution."""
+
+    model: str = Field(description="The served model (the champion, or the rollout candidate).")
+    version: str
+    window_rows: int = Field(description="Live rows in the window.")
+    min_rows: int = Field(description="Rows the window needs before it is scored.")
+    reference_rows: int = Field(description="Training rows of the reference.")
+    psi: dict[str, float] | None = Field(
+        description="Population stability index per feature and for 'prediction'; null "
+        "until the window holds min_rows."
+    )
+    distributions: dict[str, DriftDistribution]
+
+
+class Monitoring(BaseModel):
+    """Drift of the live inputs of every served model (docs/observability.md)."""
+
+    threshold: float = Field(description="PSI above which a distribution counts as drifted.")
+    drifted: list[str] = Field(description="'<model> v<version>: <feature>' above threshold.")
+    models: list[ModelDrift]

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import NoDecode
 
 from vroom_common.settings import DEFAULT_MODEL_NAME, env_alias, parse_list
+from vroom_features.drift import DRIFT_ALERT_PSI
 from vroom_rollout.settings import RolloutSettings
 
 #: The local dashboard's dev-server origins, allowed by CORS unless configured otherwise.
@@ -34,6 +35,14 @@ def api_key_problem(key: str) -> str | None:
 
 class GatewaySettings(RolloutSettings):
     """The shared and rollout settings, and the gateway's own."""
+
+    # --- monitoring ---------------------------------------------------------------------
+    drift_alert_psi: float = Field(
+        default=DRIFT_ALERT_PSI,
+        gt=0,
+        description="PSI above which GET /monitoring lists a distribution as drifted "
+        "(the chart's drift alert uses the same value).",
+    )
 
     # --- the candidate arm of a rollout ------------------------------------------------
     rollout_candidate_timeout_s: float = Field(

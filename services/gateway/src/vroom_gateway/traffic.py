@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +40,7 @@ from vroom_common.observability import HttpMetrics
 from vroom_gateway.clients.predictor import Prediction, PredictorClient
 from vroom_gateway.metrics import ServedVersion
 from vroom_gateway.settings import GatewaySettings
-from vroom_rollout.progressive.machine import RolloutState
+from vroom_rollout.progressive.machine import Phase, RolloutState
 from vroom_rollout.progressive.signals import SignalBatch
 from vroom_rollout.progressive.store import flush_async, parse_state, signals_key, state_key
 
@@ -92,6 +92,23 @@ class Traffic:
             "Mirrored candidate calls: sent, failed, or skipped (too many in flight).",
             ["outcome"],
         )
+        self._phase = metrics.gauge(
+            "vroom_rollout_phase",
+            "1 for the phase the model's rollout is in (idle, shadow, canary, promoted, "
+            "rolled_back, ...), 0 for the others.",
+            ["model_name", "phase"],
+        )
+        self._weight = metrics.gauge(
+            "vroom_rollout_candidate_weight",
+            "Percent of the predictions the candidate answers.",
+            ["model_name"],
+        )
+        self._rolled_back_at = metrics.gauge(
+            "vroom_rollout_rolled_back_timestamp_seconds",
+            "When the model's last rollout was rolled back (Unix time; 0: it was not).",
+            ["model_name"],
+        )
+        self._export(self.state)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -129,6 +146,19 @@ class Traffic:
         if raw != self._raw:
             self.state = parse_state(self.settings.model_name, raw)
             self._raw = raw
+            self._export(self.state)
+
+    def _export(self, state: RolloutState) -> None:
+        """The rollout's phase, weight and last rollback as gauges (the chart's alert on
+        a rolled-back rollout and its dashboard read them)."""
+        name = self.settings.model_name
+        for phase in get_args(Phase):
+            self._phase.labels(name, phase).set(1 if phase == state.state else 0)
+        self._weight.labels(name).set(state.weight if state.active else 0)
+        rolled_back = [t.at for t in state.history if t.state == "rolled_back"]
+        self._rolled_back_at.labels(name).set(
+            rolled_back[-1] if state.state == "rolled_back" and rolled_back else 0
+        )
 
     async def flush(self) -> None:
         if self.batch:

@@ -23,7 +23,9 @@ from kserve.model_server import parser as kserve_parser
 
 from vroom_common.http import freeze_heap
 from vroom_common.logs import configure_logging
-from vroom_common.settings import Settings, get_settings
+from vroom_common.settings import Settings
+from vroom_common.tracing import configure_tracing, instrument_grpc_server
+from vroom_predictor.drift import install_monitoring
 from vroom_predictor.loading import DirectorySource, ModelSource, RegistrySource
 from vroom_predictor.model import ReservationModel
 from vroom_predictor.server import (
@@ -34,6 +36,7 @@ from vroom_predictor.server import (
     model_loaded_publisher,
     watch_promotions,
 )
+from vroom_predictor.settings import get_predictor_settings
 from vroom_registry import ALIAS_CHAMPION, ALIAS_ROLLOUT, candidate_name
 
 
@@ -76,9 +79,11 @@ def _drop_per_call_logs(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+    settings = get_predictor_settings()
     args = build_parser(settings).parse_args(argv)
     configure_logging(settings.log_format, settings.log_level)
+    if configure_tracing("vroom-predictor"):
+        instrument_grpc_server()  # before KServe makes its gRPC server
 
     source: ModelSource
     cache = settings.state_dir / "predictor"
@@ -91,7 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.redis_url
         else None
     )
-    champion = ReservationModel(args.model_name, source, on_swap)
+    window, min_rows = settings.drift_window_rows, settings.drift_min_rows
+    champion = ReservationModel(
+        args.model_name, source, on_swap, drift_window=window, drift_min_rows=min_rows
+    )
     models = [champion]
     if args.model_dir is None:
         # Its own cache: the two models may download the same version at the same time.
@@ -101,7 +109,12 @@ def main(argv: list[str] | None = None) -> None:
         # Every candidate inference in a worker thread: a slow candidate must not stall
         # the champion's requests on the shared event loop (its latency is judged alone).
         candidate = ReservationModel(
-            candidate_name(args.model_name), rollout, optional=True, thread_rows=1
+            candidate_name(args.model_name),
+            rollout,
+            optional=True,
+            thread_rows=1,
+            drift_window=window,
+            drift_min_rows=min_rows,
         )
         models.append(candidate)
     for model in models:
@@ -121,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     server.dataplane = VersionedDataPlane(repository)
     server.model_repository_extension = RepositoryExtension(repository)
     add_error_handlers(rest_app)
+    install_monitoring(rest_app, models)
     if args.redis_url and args.model_dir is None:
         server.servers.append(watch_promotions(champion, settings, args.redis_url))
     freeze_heap()  # the models are loaded: what is alive now lives as long as the server

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
+import structlog
 import yaml
 
 from vroom_common.errors import NotFound, VroomError
@@ -31,8 +32,11 @@ from vroom_features.contract import (
     REGISTRATION_FILE,
     first_features,
 )
+from vroom_features.drift import REFERENCE_FILE, Reference
 from vroom_features.transforms import feature_row
 from vroom_registry import ModelRegistry
+
+log = structlog.get_logger(__name__)
 
 #: Features of a typical listing, used to check a freshly loaded model before swap-in.
 PROBE_ROW = np.array(
@@ -69,6 +73,8 @@ class LoadedModel:
     run_id: str | None
     source: str
     session: ort.InferenceSession
+    #: The training distributions (drift monitoring); None for a model saved without.
+    reference: Reference | None = None
 
     @cached_property
     def width(self) -> int:
@@ -148,9 +154,22 @@ def load_dir(path: Path, version: str | None = None, run_id: str | None = None) 
         session = open_session(onnx_path)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelLoadError(f"{onnx_path} is not a loadable ONNX model: {exc}") from exc
-    loaded = LoadedModel(version or "unknown", run_id, str(path), session)
+    loaded = LoadedModel(version or "unknown", run_id, str(path), session, _reference(path))
     check(loaded)
     return loaded
+
+
+def _reference(path: Path) -> Reference | None:
+    """The directory's drift reference; a model without one (or with a broken one) is
+    served all the same, unmonitored."""
+    file = path / REFERENCE_FILE
+    if not file.is_file():
+        return None
+    try:
+        return Reference.load(file)
+    except ValueError as exc:
+        log.warning("drift reference unreadable; the model is not monitored", error=str(exc))
+        return None
 
 
 def check(loaded: LoadedModel) -> None:

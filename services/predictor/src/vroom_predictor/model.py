@@ -29,6 +29,7 @@ from grpc_interceptor.exceptions import Internal
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 
+from vroom_common.tracing import span
 from vroom_features.contract import (
     INPUT_DATATYPE,
     INPUT_NAME,
@@ -38,7 +39,20 @@ from vroom_features.contract import (
     N_FEATURES,
     OUTPUT_NAME,
 )
-from vroom_predictor.loading import LoadedModel, ModelLoadError, ModelSource, NoVersion
+from vroom_predictor.drift import (
+    DRIFT_MIN_ROWS,
+    DRIFT_WINDOW_ROWS,
+    DriftReport,
+    DriftWindow,
+    report,
+)
+from vroom_predictor.loading import (
+    LoadedModel,
+    ModelLoadError,
+    ModelSource,
+    NoVersion,
+    Outputs,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -113,13 +127,19 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         *,
         optional: bool = False,
         thread_rows: int = THREAD_ROWS,
+        drift_window: int = DRIFT_WINDOW_ROWS,
+        drift_min_rows: int = DRIFT_MIN_ROWS,
     ) -> None:
         super().__init__(name)
         self.source = source
         self.optional = optional
         self.thread_rows = thread_rows
+        self.drift_window = drift_window
+        self.drift_min_rows = drift_min_rows
         self._on_swap = on_swap
         self._current: LoadedModel | None = None
+        #: The live rows of the model they were answered by (a new version starts afresh).
+        self._window: tuple[LoadedModel | None, DriftWindow] = (None, DriftWindow(1))
         self._lock = asyncio.Lock()
         self._requested = 0  # reload requests made
         self._served = 0  # reload requests covered by a finished load
@@ -135,8 +155,17 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         return self._current
 
     def _swap(self, loaded: LoadedModel) -> None:
+        self._window = (loaded, DriftWindow(self.drift_window))
         self._current = loaded
         self.ready = True
+
+    def drift(self) -> DriftReport | None:
+        """The served version's live drift; None when nothing is served or the model was
+        saved without a reference."""
+        owner, window = self._window
+        if owner is None or owner is not self._current or owner.reference is None:
+            return None
+        return report(self.name, owner.version, owner.reference, window, self.drift_min_rows)
 
     def load(self) -> bool:
         """KServe's hook, also called on the request path while not ready: never fetches.
@@ -265,10 +294,21 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         if model is None:
             raise NotReady(self.name, self.last_error or "no model has been promoted yet")
         features = features_from(payload)
-        if len(features) >= self.thread_rows:
-            result = await asyncio.to_thread(model.predict_with_intervals, features)
-        else:
-            result = model.predict_with_intervals(features)
+        with span("inference", model=self.name, version=model.version, rows=len(features)):
+            if len(features) >= self.thread_rows:
+                result = await asyncio.to_thread(model.predict_with_intervals, features)
+            else:
+                result = model.predict_with_intervals(features)
+        owner, window = self._window
+        if owner is model and model.reference is not None:
+            window.observe(features, result.point)
+        return self._response(payload, model, result)
+
+    def _response(
+        self, payload: InferRequest, model: LoadedModel, result: Outputs
+    ) -> InferResponse:
+        """The predictions as an Open Inference Protocol answer (checked first: a model
+        that returns a negative or non-finite count is broken, not a forecast)."""
         predictions = result.point
         if not (np.isfinite(predictions).all() and (predictions >= 0).all()):
             raise self._invalid(model, predictions)
@@ -276,24 +316,25 @@ class ReservationModel(Model):  # type: ignore[misc]  # kserve ships no type hin
         # (raw_output_contents): a list of Python floats would cost a conversion per value,
         # 9,000 of them for a 1,000-vehicle batch. REST keeps JSON numbers.
         binary = bool(payload.from_grpc)
-        output = InferOutput(name=OUTPUT_NAME, shape=[len(predictions)], datatype="FP32")
-        output.set_data_from_numpy(predictions, binary_data=binary)
-        outputs = [output]
-        for name, bounds in (
-            (INTERVAL_LOWER_NAME, result.lower),
-            (INTERVAL_UPPER_NAME, result.upper),
-        ):
-            if bounds is not None:
-                tensor = InferOutput(name=name, shape=list(bounds.shape), datatype="FP32")
-                tensor.set_data_from_numpy(bounds, binary_data=binary)
-                outputs.append(tensor)
-        return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()),
-            model_name=self.name,
-            model_version=model.version,
-            infer_outputs=outputs,
-            parameters={"run_id": model.run_id or ""},
-        )
+        with span("serialization", rows=len(predictions)):
+            output = InferOutput(name=OUTPUT_NAME, shape=[len(predictions)], datatype="FP32")
+            output.set_data_from_numpy(predictions, binary_data=binary)
+            outputs = [output]
+            for name, bounds in (
+                (INTERVAL_LOWER_NAME, result.lower),
+                (INTERVAL_UPPER_NAME, result.upper),
+            ):
+                if bounds is not None:
+                    tensor = InferOutput(name=name, shape=list(bounds.shape), datatype="FP32")
+                    tensor.set_data_from_numpy(bounds, binary_data=binary)
+                    outputs.append(tensor)
+            return InferResponse(
+                response_id=payload.id or str(uuid.uuid4()),
+                model_name=self.name,
+                model_version=model.version,
+                infer_outputs=outputs,
+                parameters={"run_id": model.run_id or ""},
+            )
 
     def _invalid(self, model: LoadedModel, predictions: np.ndarray) -> InvalidPrediction:
         row = int(np.flatnonzero(~(np.isfinite(predictions) & (predictions >= 0)))[0])

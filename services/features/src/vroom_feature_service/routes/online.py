@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from vroom_common.schemas import MAX_VEHICLE_ID, VEHICLE_ID_RULE
+from vroom_common.tracing import span
 from vroom_feature_service.deps import FeastDep
 from vroom_feature_service.schemas import OnlineLookupRequest
 from vroom_features.schemas import OnlineDeletion, OnlineFeatures
@@ -20,7 +21,8 @@ async def online(body: OnlineLookupRequest, feast: FeastDep) -> OnlineFeatures:
 
     503 when Redis does not answer or the feature view is not registered.
     """
-    return await feast.lookup(body.vehicle_ids)
+    with span("features.online_read", rows=len(body.vehicle_ids)):
+        return await feast.lookup(body.vehicle_ids)
 
 
 @router.delete("/online/{vehicle_id}")

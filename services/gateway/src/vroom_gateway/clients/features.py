@@ -21,6 +21,7 @@ from vroom_common.errors import DependencyUnavailable, InvalidInput, NotFound
 from vroom_common.http_errors import error_message
 from vroom_common.observability import REQUEST_ID_HEADER, current_request_id
 from vroom_common.schemas import VehicleFeatures
+from vroom_common.tracing import http_trace_configs
 from vroom_features import FEATURE_NAMES
 from vroom_features.schemas import (
     OfflineFeatureRow,
@@ -56,6 +57,7 @@ class FeatureServiceClient:
                 total=self.timeout_s, sock_connect=min(self.timeout_s, 1.0)
             ),
             raise_for_status=False,
+            trace_configs=http_trace_configs(),
         )
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ from pydantic import AfterValidator
 from vroom_common.errors import NotFound
 from vroom_common.observability import request_started
 from vroom_common.schemas import MAX_BATCH_VEHICLES, VehicleFeatures
+from vroom_common.tracing import span
 from vroom_features import FEATURE_NAMES
 from vroom_features.contract import DEFAULT_INTERVAL_LEVEL, INTERVAL_LEVELS
 from vroom_gateway.clients.features import FeatureServiceClient
@@ -104,7 +105,8 @@ async def answer(
     times.append(perf_counter())
     prediction = await resources.traffic.predict(matrix, key(matrix))
     times.append(perf_counter())
-    response = json_response(body(prediction))
+    with span("serialization", rows=len(prediction.values)):
+        response = json_response(body(prediction))
     times.append(perf_counter())
     resources.stages.observe(route, times)
     return response
