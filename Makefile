@@ -23,6 +23,7 @@ test: setup  ## the test suite (starts its own Redis, MLflow and PostgreSQL)
 	scripts/ensure-postgres.sh
 	scripts/ensure-deb-tool.sh hey hey "vroom bench drives the gateway with it" optional
 	scripts/ensure-deb-tool.sh chromium chromium "the browser tests drive it with Playwright"
+	scripts/ensure-deb-tool.sh promtool prometheus "the chart tests evaluate its alert rules with it"
 	$(UV) run pytest
 
 lint:
