@@ -214,3 +214,49 @@ def test_no_served_model_raises_its_alert(rules_file: Path) -> None:
         ],
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_materializer_backlog_and_new_dead_letters_raise_their_alerts(rules_file: Path) -> None:
+    alerts = _alerts()
+    result = _promtool_test(
+        rules_file,
+        [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # 80 undelivered and 40 unacknowledged: 120 waiting, above 100.
+                    _series("vroom_materializer_lag_entries", {}, "80x30"),
+                    _series("vroom_materializer_pending_entries", {}, "40x30"),
+                    # One entry dead-lettered at minute 10, none after.
+                    _series("vroom_materializer_dead_letters", {}, "0x10 1x80"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "VroomMaterializerLag", "exp_alerts": []},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "VroomMaterializerLag",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning"},
+                                "exp_annotations": alerts["VroomMaterializerLag"]["annotations"],
+                            }
+                        ],
+                    },
+                    {"eval_time": "5m", "alertname": "VroomDeadLetters", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "VroomDeadLetters",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning"},
+                                "exp_annotations": alerts["VroomDeadLetters"]["annotations"],
+                            }
+                        ],
+                    },
+                    # Quiet again once the letter is older than the window.
+                    {"eval_time": "80m", "alertname": "VroomDeadLetters", "exp_alerts": []},
+                ],
+            }
+        ],
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

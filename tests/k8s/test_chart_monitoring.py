@@ -43,6 +43,8 @@ ALERTS = {
     "VroomFeatureDrift",
     "VroomRolloutRolledBack",
     "VroomNoModelServed",
+    "VroomMaterializerLag",
+    "VroomDeadLetters",
 }
 
 

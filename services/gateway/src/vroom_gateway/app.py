@@ -30,6 +30,7 @@ from vroom_db.session import make_engine, make_session_factory
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.deps import Resources
+from vroom_gateway.materializer_metrics import MaterializerGauges
 from vroom_gateway.metrics import ServedVersion, Stages
 from vroom_gateway.protection import BenchmarkSlots, BodyLimitMiddleware, RateLimits
 from vroom_gateway.routes import (
@@ -107,6 +108,8 @@ def create_app(
             served_version=served_version,
         )
         await traffic.start()
+        backlog = MaterializerGauges(redis_client, metrics)
+        backlog.start()
         app.state.resources = Resources(
             settings=settings,
             predictor=predictor,
@@ -137,6 +140,7 @@ def create_app(
             yield
         finally:
             await runner.aclose()
+            await backlog.stop()
             await traffic.stop()
             await features.close()
             await candidate.close()
