@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +27,15 @@ def make_engine(database_url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            # WAL is a property of the file, kept once set: switch only when it is not,
+            # and a connection that meets another one switching it (SQLite refuses at
+            # once rather than wait) works in whatever mode that one leaves.
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                with contextlib.suppress(sqlite3.OperationalError):
+                    cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
     return engine
