@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from vroom_features import FEATURE_NAMES
-from vroom_features.drift import MONITORING_PATH, PREDICTION, Reference
+from vroom_features.drift import MONITORING_PATH, PREDICTION, Reference, psi
 
 #: Live rows kept per served model (its drift window) by default.
 DRIFT_WINDOW_ROWS = 5000
@@ -97,20 +97,25 @@ def report(
     """The window against the reference: PSI per feature and for the predictions, and
     both distributions bin by bin (what ``vroom monitor`` draws)."""
     rows, predictions = window.snapshot()
-    ready = len(predictions) >= min_rows
-    scores = reference.scores(rows, predictions) if ready else None
-    distributions: dict[str, dict[str, list[Any]]] = {}
     columns = {name: rows[:, i] for i, name in enumerate(FEATURE_NAMES)}
     columns[PREDICTION] = predictions
+    distributions: dict[str, dict[str, list[Any]]] = {}
+    live_shares: dict[str, tuple[float, ...]] = {}
     for name, values in columns.items():
         if name != PREDICTION and name not in reference.features:
             continue
         bins = reference.bins(name)
+        live_shares[name] = bins.shares_of(values)  # binned once: scores and chart
         distributions[name] = {
             "bins": bins.labels(),
             "train": list(bins.shares),
-            "live": list(bins.shares_of(values)) if len(values) else [],
+            "live": list(live_shares[name]) if len(values) else [],
         }
+    scores = (
+        {name: psi(reference.bins(name).shares, live) for name, live in live_shares.items()}
+        if len(predictions) >= min_rows
+        else None
+    )
     return DriftReport(
         model, version, len(predictions), min_rows, reference.rows, scores, distributions
     )
