@@ -59,10 +59,15 @@ class Stream(StrEnum):
     ROLLOUT_COMMANDS = "vroom:stream:rollout-commands"
     #: Every transition of a progressive rollout.
     ROLLOUTS = "vroom:stream:rollouts"
+    #: Served predictions (the gateway's prediction log): a work queue the
+    #: materializer drains to Parquet (``vroom_features.prediction_log``).
+    PREDICTIONS = "vroom:stream:predictions"
 
 
 #: The consumer group that materializes ``VEHICLES`` entries.
 MATERIALIZER_GROUP: Final = "materializer"
+#: The consumer group that drains ``PREDICTIONS`` entries to Parquet.
+PREDICTION_LOG_GROUP: Final = "prediction-log"
 
 
 class _Event(BaseModel):

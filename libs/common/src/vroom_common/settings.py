@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     offline_store_path: Path = Field(
         default=_UNSET, validation_alias=env_alias("OFFLINE_STORE_PATH")
     )
+    prediction_log_path: Path = Field(
+        default=_UNSET,
+        validation_alias=env_alias("PREDICTION_LOG_PATH"),
+        description="Directory of the prediction log's date-partitioned Parquet files "
+        "(default: beside the offline store).",
+    )
     feast_repo: Path = Field(
         default_factory=_default_feast_repo, validation_alias=env_alias("FEAST_REPO")
     )
@@ -197,6 +203,7 @@ class Settings(BaseSettings):
             "db_path",
             "database_url",
             "offline_store_path",
+            "prediction_log_path",
             "feast_registry_path",
         }
     )
@@ -220,6 +227,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.db_path}"
         if self.offline_store_path == _UNSET:
             self.offline_store_path = self.state_dir / "offline" / "vehicle_features.parquet"
+        if self.prediction_log_path == _UNSET:
+            self.prediction_log_path = self.offline_store_path.parent / "predictions"
         if self.feast_registry_path == _UNSET:
             self.feast_registry_path = self.state_dir / "feast" / "registry.db"
         return self

@@ -32,6 +32,7 @@ from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.deps import Resources
 from vroom_gateway.materializer_metrics import MaterializerGauges
 from vroom_gateway.metrics import ServedVersion, Stages
+from vroom_gateway.prediction_log import PredictionLog
 from vroom_gateway.protection import BenchmarkSlots, BodyLimitMiddleware, RateLimits
 from vroom_gateway.routes import (
     benchmark,
@@ -110,6 +111,8 @@ def create_app(
         await traffic.start()
         backlog = MaterializerGauges(redis_client, metrics)
         backlog.start()
+        prediction_log = PredictionLog(settings, redis_client, metrics)
+        prediction_log.start()
         app.state.resources = Resources(
             settings=settings,
             predictor=predictor,
@@ -121,6 +124,7 @@ def create_app(
             stages=Stages(metrics),
             runner=runner,
             traffic=traffic,
+            prediction_log=prediction_log,
             authenticator=authenticator,
             rate_limits=RateLimits(settings, redis_client),
             benchmark_slots=BenchmarkSlots(
@@ -141,6 +145,7 @@ def create_app(
         finally:
             await runner.aclose()
             await backlog.stop()
+            await prediction_log.stop()
             await traffic.stop()
             await features.close()
             await candidate.close()

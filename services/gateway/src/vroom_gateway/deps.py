@@ -13,6 +13,7 @@ from vroom_common.observability import HttpMetrics
 from vroom_gateway.clients.features import FeatureServiceClient
 from vroom_gateway.clients.predictor import PredictorClient
 from vroom_gateway.metrics import ServedVersion, Stages
+from vroom_gateway.prediction_log import PredictionLog
 from vroom_gateway.protection import BenchmarkSlots, RateLimits
 from vroom_gateway.runners import PipelineRunner
 from vroom_gateway.security import Authenticator
@@ -34,6 +35,7 @@ class Resources:
     stages: Stages
     runner: PipelineRunner
     traffic: Traffic
+    prediction_log: PredictionLog
     authenticator: Authenticator
     rate_limits: RateLimits
     benchmark_slots: BenchmarkSlots

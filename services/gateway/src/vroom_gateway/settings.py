@@ -43,6 +43,19 @@ class GatewaySettings(RolloutSettings):
         description="PSI above which GET /monitoring lists a distribution as drifted "
         "(the chart's drift alert uses the same value).",
     )
+    prediction_log_sample: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of prediction requests written to the prediction log "
+        "(0: none; a batch is logged whole or not at all).",
+    )
+    prediction_log_buffer: int = Field(
+        default=10_000,
+        ge=1,
+        description="Logged requests held in memory while Redis is away; more are dropped "
+        "(and counted).",
+    )
 
     # --- the candidate arm of a rollout ------------------------------------------------
     rollout_candidate_timeout_s: float = Field(

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Final, get_args
 
 import numpy as np
@@ -37,6 +38,7 @@ import structlog
 
 from vroom_common.errors import VroomError
 from vroom_common.observability import HttpMetrics
+from vroom_features.prediction_log import Role
 from vroom_gateway.clients.predictor import Prediction, PredictorClient
 from vroom_gateway.metrics import ServedVersion
 from vroom_gateway.settings import GatewaySettings
@@ -191,7 +193,7 @@ class Traffic:
         features: npt.NDArray[np.float32],
         signals: str | None,
         state: RolloutState,
-        role: str = "champion",
+        role: Role = "champion",
     ) -> Prediction:
         started = time.perf_counter()
         try:
@@ -206,7 +208,7 @@ class Traffic:
             self.batch.observe(signals, state.champion_version or "", elapsed, ok=True)
             self._answers.labels(answer.model_version, role).inc()
         self.served_version.record(answer.model_version)
-        return answer
+        return answer if role == "champion" else replace(answer, role=role)
 
     async def _candidate(
         self, features: npt.NDArray[np.float32], signals: str, state: RolloutState
@@ -221,7 +223,7 @@ class Traffic:
             )
             return None
         self._answers.labels(answer.model_version, "candidate").inc()
-        return answer
+        return replace(answer, role="candidate")
 
     async def _ask_candidate(
         self, features: npt.NDArray[np.float32], signals: str, version: str

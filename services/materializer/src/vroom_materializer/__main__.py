@@ -1,4 +1,5 @@
-"""``python -m vroom_materializer``: consume vehicle events until SIGTERM/SIGINT.
+"""``python -m vroom_materializer``: consume vehicle events until SIGTERM/SIGINT, and
+drain the prediction log to Parquet in a thread beside it.
 
 ``--probe`` checks the heartbeat instead (exit 0 fresh, 1 stale or missing, with the
 reason on stdout): the liveness check of a Kubernetes exec probe and the local stack.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 
@@ -82,18 +84,26 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here: Feast takes seconds to import, and the probe must stay quick.
     from vroom_materializer.consumer import Materializer  # noqa: PLC0415
+    from vroom_materializer.prediction_log import PredictionLogDrain  # noqa: PLC0415
 
     # Built again so the flags are validated like the environment (other fields: from it).
     options = MaterializerOptions(consumer=args.consumer, min_idle_ms=args.min_idle_ms)
     materializer = Materializer(settings, options)
-    stopper.append(materializer.stop)
+    drain = PredictionLogDrain(settings, options)
+    stopper.extend([materializer.stop, drain.stop])
     if stop_signals:
         materializer.stop()
+        drain.stop()
+    drainer = threading.Thread(target=drain.run, name="prediction-log", daemon=True)
+    drainer.start()
     try:
         materializer.run()
     except Exception:
         log.exception("materializer failed")
         return 1
+    finally:
+        drain.stop()
+        drainer.join(timeout=15)
     if stop_signals:
         log.info("shut down on signal", signal=stop_signals[0])
     return 0

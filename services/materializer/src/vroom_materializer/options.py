@@ -75,3 +75,26 @@ class MaterializerOptions(BaseSettings):
     heartbeat_max_age_s: float = Field(
         default=30.0, gt=0, description="``--probe`` fails when the heartbeat is older than this."
     )
+
+    # --- the prediction log (vroom_materializer.prediction_log) -----------------------------
+    prediction_log_flush_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Served predictions are written to Parquet at least this often.",
+    )
+    prediction_log_flush_rows: int = Field(
+        default=50_000, ge=1, description="...or as soon as this many rows are waiting."
+    )
+    prediction_log_retention_days: int = Field(
+        default=30, ge=1, description="Days of logged predictions kept (older days are deleted)."
+    )
+    prediction_log_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="Size budget of the prediction log's files; the oldest go first past it.",
+    )
+    prediction_log_housekeeping_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often past days are compacted and the retention and size limits applied.",
+    )

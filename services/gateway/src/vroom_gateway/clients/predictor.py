@@ -32,6 +32,7 @@ from vroom_features.contract import (
     N_FEATURES,
     OUTPUT_NAME,
 )
+from vroom_features.prediction_log import Role
 
 #: The interval outputs, lower then upper.
 INTERVAL_OUTPUTS = (INTERVAL_LOWER_NAME, INTERVAL_UPPER_NAME)
@@ -56,13 +57,15 @@ FloatMatrix = npt.NDArray[np.float32]
 class Prediction:
     """The predictor's answer: one value per input row and the version that computed it;
     with a model that has them, the interval bounds per row, one column per level of
-    ``INTERVAL_LEVELS``."""
+    ``INTERVAL_LEVELS``. ``role``: which arm of a rollout answered (set by the gateway's
+    traffic routing)."""
 
     values: list[float]
     model_version: str
     run_id: str
     lower: FloatMatrix | None = None
     upper: FloatMatrix | None = None
+    role: Role = "champion"
 
 
 @dataclass(frozen=True)

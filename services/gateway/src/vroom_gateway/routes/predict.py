@@ -96,10 +96,14 @@ async def answer(
     features: Awaitable[npt.NDArray[np.float32]],
     key: Callable[[npt.NDArray[np.float32]], bytes],
     body: Callable[[Prediction], Any],
+    *,
+    level: float,
+    vehicle_ids: list[int] | None = None,
 ) -> Response:
     """A prediction's three hops, each timed into ``vroom_gateway_stage_seconds``:
     ``features`` (the feature service's call, not yet awaited), inference for the
-    rollout's ``key`` of the matrix, and ``body`` of the prediction serialized."""
+    rollout's ``key`` of the matrix, and ``body`` of the prediction serialized. The
+    answer then goes to the prediction log (the interval at ``level``)."""
     times = [request_started(), perf_counter()]
     matrix = await features
     times.append(perf_counter())
@@ -109,6 +113,9 @@ async def answer(
         response = json_response(body(prediction))
     times.append(perf_counter())
     resources.stages.observe(route, times)
+    resources.prediction_log.record(
+        route, matrix, prediction, level=level, started=times[0], vehicle_ids=vehicle_ids
+    )
     return response
 
 
@@ -125,6 +132,7 @@ async def predict(
         resources.features.compute([vehicle]),
         key=lambda matrix: matrix.tobytes(),
         body=lambda prediction: outputs(prediction, interval_level)[0],
+        level=interval_level,
     )
 
 
@@ -150,6 +158,7 @@ async def predict_batch(
         # One key for the whole batch: a batch is answered by one version.
         key=lambda matrix: matrix.tobytes(),
         body=lambda prediction: {"predictions": outputs(prediction, interval_level)},
+        level=interval_level,
     )
 
 
@@ -166,4 +175,6 @@ async def predict_by_id(
         online_matrix(resources.features, body.vehicle_id),
         key=lambda _matrix: b"id:%d" % body.vehicle_id,
         body=lambda prediction: outputs(prediction, interval_level)[0],
+        level=interval_level,
+        vehicle_ids=[body.vehicle_id],
     )
