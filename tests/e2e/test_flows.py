@@ -22,6 +22,8 @@ from tests.e2e.conftest import Listener, Stack
 from tests.e2e.test_api import VEHICLE
 from vroom_common.events import DAG_PIPELINE
 from vroom_common.settings import Settings
+from vroom_features.prediction_files import read_log
+from vroom_pipelines.outcomes import join_outcomes
 from vroom_registry import ALIAS_CHAMPION, MODEL_ARTIFACT_PATH
 
 pytestmark = pytest.mark.integration
@@ -199,3 +201,61 @@ def test_train_promotes_and_rolls_out_under_traffic(api: httpx.Client, stack: St
     assert outcomes["200"] > 100
     assert str(new_version) in versions
     assert api.get("/health").json()["model_version"] == str(new_version)
+
+
+def test_served_predictions_are_logged_drained_and_joined(api: httpx.Client, stack: Stack) -> None:
+    """Through the running stack: the gateway logs what it answered, the materializer
+    drains it to Parquet, and ``join_outcomes`` labels the predictions by id."""
+    tag = f"log-{time.time_ns()}"
+    answers = {}
+    for n, (path, body) in enumerate(
+        [
+            ("/predict/id", {"vehicle_id": 1}),
+            ("/predict", VEHICLE),
+            ("/predict/batch", [VEHICLE, {**VEHICLE, "num_images": 9}]),
+        ]
+    ):
+        response = api.post(
+            f"{path}?interval_level=0.9", json=body, headers={"X-Request-ID": f"{tag}-{n}"}
+        )
+        assert response.status_code == 200, response.text
+        answers[f"{tag}-{n}"] = response.json()
+
+    root = stack.settings.prediction_log_path
+
+    def logged() -> pd.DataFrame:
+        frame = read_log(root)
+        return frame[frame["request_id"].fillna("").str.startswith(tag)]
+
+    deadline = time.monotonic() + 60  # the drain writes every 10 s by default
+    while len(logged()) < 4 and time.monotonic() < deadline:
+        time.sleep(1)
+    frame = logged().set_index(["request_id", "row"])
+    assert len(frame) == 4, "the drain wrote the logged requests"
+
+    by_id = frame.loc[(f"{tag}-0", 0)]
+    assert by_id["route"] == "/predict/id"
+    assert by_id["vehicle_id"] == 1
+    assert by_id["model_version"] == answers[f"{tag}-0"]["model_version"]
+    assert by_id["predicted_reservations"] == pytest.approx(
+        answers[f"{tag}-0"]["predicted_reservations"], abs=0.006
+    )
+    interval = answers[f"{tag}-0"]["prediction_interval"]
+    assert by_id["interval_level"] == 0.9 == interval["level"]
+    assert by_id["interval_lower"] == pytest.approx(interval["lower"], abs=0.006)
+    assert by_id["role"] == "champion"
+    assert by_id["latency_ms"] > 0
+    batch = answers[f"{tag}-2"]["predictions"]
+    for row, answer in enumerate(batch):
+        logged_row = frame.loc[(f"{tag}-2", row)]
+        assert logged_row["predicted_reservations"] == pytest.approx(
+            answer["predicted_reservations"], abs=0.006
+        )
+        assert pd.isna(logged_row["vehicle_id"])
+    assert frame.loc[(f"{tag}-2", 1), "num_images"] == 9
+
+    summary = join_outcomes(stack.settings)
+    outcomes = pd.read_parquet(summary.path)
+    mine = outcomes[outcomes["request_id"] == f"{tag}-0"]
+    assert len(mine) == 1
+    assert mine["num_reservations"].notna().all()  # vehicle 1 is a fleet vehicle

@@ -3,7 +3,6 @@ one row per key on read, compaction, and the retention and size limits."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -65,7 +64,8 @@ def test_a_record_round_trips_from_the_gateway_arrays() -> None:
     assert record.vehicle_ids == [7, 8, 9]
     assert len(record.features) == 3
     assert record.features[1][2] == pytest.approx(float(np.float32((len(FEATURE_NAMES) + 2) / 7)))
-    assert record.upper is not None and record.lower is not None
+    assert record.upper is not None
+    assert record.lower is not None
     assert record.upper[2] - record.lower[2] == pytest.approx(2.0)
 
 
@@ -173,7 +173,8 @@ def test_old_days_and_bytes_over_the_budget_are_removed_oldest_first(tmp_path: P
 
     budget = log_bytes(tmp_path) - one_file  # one file too many: the oldest goes
     removed = enforce_limits(tmp_path, retention_days=30, max_bytes=budget, today=TODAY)
-    assert removed.files == 1 and removed.bytes > 0
+    assert removed.files == 1
+    assert removed.bytes > 0
     assert sorted(read_log(tmp_path)["served_at"].dt.date.unique()) == days[2:]
     assert log_bytes(tmp_path) <= budget
 
@@ -182,4 +183,4 @@ def test_a_file_written_is_whole_or_absent(tmp_path: Path) -> None:
     (written,) = write_parts(tmp_path, table_of(_entries(("1-0", _record()))))
     assert written.exists()
     assert [p.name for p in written.parent.iterdir()] == [written.name]  # no temporary left
-    assert os.stat(written).st_size > 0
+    assert written.stat().st_size > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -356,6 +357,32 @@ def evaluate_cmd(
     console.print(intervals)
 
 
+def outcomes_cmd(
+    state_dir: StateDir = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since", formats=["%Y-%m-%d"], help="Only predictions from this UTC day on."
+        ),
+    ] = None,
+) -> None:
+    """Join the prediction log with the reservations that followed (a training set)."""
+    from vroom_pipelines.outcomes import join_outcomes
+
+    settings = settings_for(state_dir)
+    with exit_on_error(), Progress.for_terminal().step("Joining logged predictions"):
+        summary = join_outcomes(settings, since=since.date() if since else None)
+    rows: list[tuple[str, object]] = [
+        ("logged rows", summary.logged_rows),
+        ("predicted by id", summary.by_id_rows),
+        ("joined", summary.joined_rows),
+        ("with a label", summary.labelled_rows),
+        ("MAE vs label", "-" if summary.mae is None else f"{summary.mae:.3f}"),
+        ("written", summary.path),
+    ]
+    console.print(kv_table("Outcomes", rows))
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "migrate": migrate_cmd,
     "seed": seed,
@@ -364,6 +391,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "promote": promote_cmd,
     "pipeline": pipeline,
     "evaluate": evaluate_cmd,
+    "outcomes": outcomes_cmd,
 }
 
 

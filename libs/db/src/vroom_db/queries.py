@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, case, delete, func, select, text
@@ -10,6 +11,9 @@ from sqlalchemy.orm import Session
 
 from vroom_common.schemas import RAW_ATTRIBUTES, VehicleFeatures, VehicleSource
 from vroom_db.models import Reservation, Vehicle
+
+#: Ids per ``IN (...)`` list: well inside every backend's bound-parameter limit.
+_IN_CHUNK = 500
 
 
 def vehicles_with_label(session: Session) -> list[dict[str, Any]]:
@@ -104,3 +108,15 @@ def delete_new_arrival(session: Session, vehicle_id: int) -> bool:
         delete(Vehicle).where(Vehicle.vehicle_id == vehicle_id, Vehicle.source == "ui")
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def reservation_times(session: Session, ids: Sequence[int]) -> list[tuple[int, datetime]]:
+    """(vehicle id, created_at) of every reservation of the vehicles ``ids``."""
+    rows: list[tuple[int, datetime]] = []
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = list(ids[start : start + _IN_CHUNK])
+        stmt = select(Reservation.vehicle_id, Reservation.created_at).where(
+            Reservation.vehicle_id.in_(chunk)
+        )
+        rows.extend((int(v), t) for v, t in session.execute(stmt))
+    return rows
