@@ -10,7 +10,7 @@ import redis
 
 from tests.predictor.conftest import Served
 from vroom_common import events
-from vroom_common.events import MATERIALIZER_GROUP, Stream
+from vroom_common.events import MATERIALIZER_GROUP, PREDICTION_LOG_GROUP, Stream
 from vroom_common.observability import HttpMetrics
 from vroom_common.redis_clients import async_redis_client
 from vroom_gateway.materializer_metrics import MaterializerGauges
@@ -26,7 +26,7 @@ def _value(metrics: HttpMetrics, name: str) -> float:
 
 def test_the_gauges_follow_the_streams(served: Served) -> None:
     sync = redis.Redis.from_url(served.settings.redis_url)
-    for key in (Stream.VEHICLES, Stream.VEHICLES_DEAD_LETTER):
+    for key in (Stream.VEHICLES, Stream.VEHICLES_DEAD_LETTER, Stream.PREDICTIONS):
         sync.delete(key)
     metrics = HttpMetrics("gateway")
 
@@ -48,10 +48,25 @@ def test_the_gauges_follow_the_streams(served: Served) -> None:
             assert _value(metrics, "vroom_materializer_lag_entries") == 3
             assert _value(metrics, "vroom_materializer_pending_entries") == 2
             assert _value(metrics, "vroom_materializer_dead_letters") == 1
+
+            # The prediction log: 4 logged requests before the drain's group exists are
+            # all behind; the drain takes 3 and acknowledges 1.
+            assert _value(metrics, "vroom_prediction_log_backlog_entries") == 0
+            for n in range(4):
+                sync.xadd(Stream.PREDICTIONS, {"record": b"{}", "n": n})
+            await gauges.refresh()
+            assert _value(metrics, "vroom_prediction_log_backlog_entries") == 4
+            sync.xgroup_create(Stream.PREDICTIONS, PREDICTION_LOG_GROUP, id="0")
+            taken = sync.xreadgroup(
+                PREDICTION_LOG_GROUP, "drain", {Stream.PREDICTIONS: ">"}, count=3
+            )
+            sync.xack(Stream.PREDICTIONS, PREDICTION_LOG_GROUP, taken[0][1][0][0])
+            await gauges.refresh()
+            assert _value(metrics, "vroom_prediction_log_backlog_entries") == 3  # 1 + 2
         finally:
             await client.aclose()
 
     asyncio.run(scenario())
-    for key in (Stream.VEHICLES, Stream.VEHICLES_DEAD_LETTER):
+    for key in (Stream.VEHICLES, Stream.VEHICLES_DEAD_LETTER, Stream.PREDICTIONS):
         sync.delete(key)
     sync.close()

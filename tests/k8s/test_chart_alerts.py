@@ -216,7 +216,9 @@ def test_no_served_model_raises_its_alert(rules_file: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_materializer_backlog_and_new_dead_letters_raise_their_alerts(rules_file: Path) -> None:
+def test_materializer_and_prediction_log_backlogs_and_dead_letters_raise_their_alerts(
+    rules_file: Path,
+) -> None:
     alerts = _alerts()
     result = _promtool_test(
         rules_file,
@@ -229,6 +231,9 @@ def test_a_materializer_backlog_and_new_dead_letters_raise_their_alerts(rules_fi
                     _series("vroom_materializer_pending_entries", {}, "40x30"),
                     # One entry dead-lettered at minute 10, none after.
                     _series("vroom_materializer_dead_letters", {}, "0x10 1x80"),
+                    # The prediction log's drain stops at minute 5: its backlog grows by
+                    # 1,000 requests a minute past the 5,000 of the threshold.
+                    _series("vroom_prediction_log_backlog_entries", {}, "100x5 1000+1000x30"),
                 ],
                 "alert_rule_test": [
                     {"eval_time": "3m", "alertname": "VroomMaterializerLag", "exp_alerts": []},
@@ -255,6 +260,24 @@ def test_a_materializer_backlog_and_new_dead_letters_raise_their_alerts(rules_fi
                     },
                     # Quiet again once the letter is older than the window.
                     {"eval_time": "80m", "alertname": "VroomDeadLetters", "exp_alerts": []},
+                    # Above 5,000 from minute 10; the alert waits out its 5 minutes.
+                    {
+                        "eval_time": "12m",
+                        "alertname": "VroomPredictionLogBacklog",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "18m",
+                        "alertname": "VroomPredictionLogBacklog",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning"},
+                                "exp_annotations": alerts["VroomPredictionLogBacklog"][
+                                    "annotations"
+                                ],
+                            }
+                        ],
+                    },
                 ],
             }
         ],

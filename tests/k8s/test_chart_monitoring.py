@@ -28,6 +28,8 @@ from tests.k8s.render import (
 )
 from vroom_common.observability import REQUEST_METRIC
 from vroom_features.drift import DRIFT_ALERT_PSI
+from vroom_gateway.settings import GatewaySettings
+from vroom_materializer.options import MaterializerOptions
 
 MONITORING = CI_DIR / "monitoring-values.yaml"
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +47,7 @@ ALERTS = {
     "VroomNoModelServed",
     "VroomMaterializerLag",
     "VroomDeadLetters",
+    "VroomPredictionLogBacklog",
 }
 
 
@@ -201,6 +204,46 @@ def test_the_dashboard_is_a_grafana_sidecar_config_map_of_our_metrics() -> None:
     ],
 )
 def test_bad_monitoring_values_are_refused_by_key(values: dict[str, Any], needle: str) -> None:
+    with pytest.raises(helm_python.HelmError) as caught:
+        render_raw(values)
+    assert needle in str(caught.value)
+
+
+def test_the_prediction_log_values_reach_the_gateway_and_the_materializer() -> None:
+    values = {"predictionLog": {"sample": 0.25, "retentionDays": 7, "maxBytes": 2**28}}
+    docs = render(values)
+    env = {
+        p.component: container_env(p.containers(init=False)[0])
+        for p in pod_specs(docs)
+        if p.component in ("gateway", "materializer")
+    }
+    sample = env["gateway"]["VROOM_PREDICTION_LOG_SAMPLE"]
+    assert (
+        GatewaySettings.model_validate({"prediction_log_sample": sample}).prediction_log_sample
+        == 0.25
+    )
+    prefix = "VROOM_MATERIALIZER_"
+    options = MaterializerOptions.model_validate(
+        {
+            k[len(prefix) :].lower(): v
+            for k, v in env["materializer"].items()
+            if k.startswith(prefix)
+        }
+    )
+    assert options.prediction_log_retention_days == 7
+    assert options.prediction_log_max_bytes == 2**28
+    assert options.prediction_log_flush_s == chart_values()["predictionLog"]["flushSeconds"]
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"predictionLog": {"sample": 1.5}}, "sample"),
+        ({"predictionLog": {"maxBytes": 10}}, "maxBytes"),
+        ({"predictionLog": {"retentionDays": 0}}, "retentionDays"),
+    ],
+)
+def test_bad_prediction_log_values_are_refused_by_key(values: dict[str, Any], needle: str) -> None:
     with pytest.raises(helm_python.HelmError) as caught:
         render_raw(values)
     assert needle in str(caught.value)

@@ -437,6 +437,8 @@ candidate is in vroom.env.candidateArm. */}}
   value: {{ $g.limits.rateLimitBenchmark | quote }}
 - name: VROOM_DRIFT_ALERT_PSI
   value: {{ .Values.monitoring.rules.driftPsi | toString | quote }}
+- name: VROOM_PREDICTION_LOG_SAMPLE
+  value: {{ .Values.predictionLog.sample | toString | quote }}
 {{- with $g.forwardedAllowIps }}
 - name: VROOM_FORWARDED_ALLOW_IPS
   value: {{ . | quote }}
