@@ -61,9 +61,10 @@ def in_process_cost(calls: int = 100_000) -> None:
 
 
 def restart(settings: StackSettings, sample: float) -> str:
+    """The stack restarted with the gateway sampling ``sample`` of the requests (the
+    services get their environment from the settings, not from this process)."""
     down(settings)
-    os.environ["VROOM_PREDICTION_LOG_SAMPLE"] = str(sample)
-    up(settings)  # supervisord hands the new environment to each service
+    up(settings.with_overrides(prediction_log_sample=sample))
     return gateway_url(settings)
 
 

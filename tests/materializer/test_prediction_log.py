@@ -94,6 +94,7 @@ def test_appended_predictions_are_drained_to_parquet_once(
     summary = redis_client.xinfo_groups(Stream.PREDICTIONS)[0]
     assert summary["pending"] == 0
     assert summary["lag"] == 0
+    assert redis_client.xlen(Stream.PREDICTIONS) == 0  # written entries are deleted
 
 
 def test_a_drain_that_dies_before_the_ack_loses_nothing(

@@ -4,8 +4,9 @@ The gateway appends what it served to the stream (``vroom_features.prediction_lo
 this drain, a thread of the materializer (the one writer of the state volume), reads it
 through the consumer group ``PREDICTION_LOG_GROUP`` and writes
 ``vroom_features.prediction_files``. Delivery is at-least-once: entries are acknowledged
-only once their rows are in a renamed, fsynced file, and a drain restarted after a
-crash first rewrites its own unacknowledged entries (readers drop the repeated rows).
+(and deleted: the stream holds only the backlog) once their rows are in a renamed,
+fsynced file, and a drain restarted after a crash first rewrites its own
+unacknowledged entries (readers drop the repeated rows).
 
 Entries accumulate for ``prediction_log_flush_s`` (or ``prediction_log_flush_rows``
 rows), so a busy gateway makes a few files a minute rather than one per request; every
@@ -217,7 +218,12 @@ class PredictionLogDrain:
             self.stats["files"] += len(written)
         ids = [entry_id for entry_id, _ in self._held] + self._invalid
         if ids:
-            self._redis.xack(Stream.PREDICTIONS, PREDICTION_LOG_GROUP, *ids)
+            # Acknowledged and deleted together: the stream then holds only the backlog
+            # (the cap bounds entries, not bytes, and a 1,000-row entry is ~100 KB).
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xack(Stream.PREDICTIONS, PREDICTION_LOG_GROUP, *ids)
+                pipe.xdel(Stream.PREDICTIONS, *ids)
+                pipe.execute()
         if self._held:
             self._log.info("predictions logged", entries=len(self._held), rows=self._held_rows)
         self.stats["entries"] += len(self._held)
