@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from timing import latencies_ms, percentile
+from timing import latencies_ms, percentile, print_round_medians
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -122,13 +122,7 @@ def main() -> None:
                     print(line, flush=True)
         finally:
             down(settings)
-    for name, rounds in results.items():
-        medians = [median for median, _ in rounds]
-        p99s = [p99 for _, p99 in rounds]
-        print(
-            f"log {name:<3}: median of round medians {statistics.median(medians):.3f} ms, "
-            f"median p99 {statistics.median(p99s):.3f} ms over {len(rounds)} rounds"
-        )
+    print_round_medians("log", results)
 
 
 if __name__ == "__main__":

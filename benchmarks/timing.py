@@ -31,3 +31,14 @@ def summary(samples: list[float]) -> str:
         f"median {statistics.median(samples):.3f} ms, p99 {percentile(samples, 0.99):.3f} ms, "
         f"max {max(samples):.3f} ms (n={len(samples)})"
     )
+
+
+def print_round_medians(label: str, results: dict[str, list[tuple[float, float]]]) -> None:
+    """Per mode of an A/B benchmark, the median over rounds of each round's (median, p99)."""
+    for name, rounds in results.items():
+        medians = [median for median, _ in rounds]
+        p99s = [p99 for _, p99 in rounds]
+        print(
+            f"{label} {name:<3}: median of round medians {statistics.median(medians):.3f} ms, "
+            f"median p99 {statistics.median(p99s):.3f} ms over {len(rounds)} rounds"
+        )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import structlog
-from timing import latencies_ms, percentile
+from timing import latencies_ms, percentile, print_round_medians
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -111,13 +111,7 @@ def main() -> None:
         finally:
             down(settings)
         print(f"spans received while on: {len(sink.spans())}")
-    for name, rounds in results.items():
-        medians = [median for median, _ in rounds]
-        p99s = [p99 for _, p99 in rounds]
-        print(
-            f"tracing {name:<3}: median of round medians {statistics.median(medians):.3f} ms, "
-            f"median p99 {statistics.median(p99s):.3f} ms over {len(rounds)} rounds"
-        )
+    print_round_medians("tracing", results)
 
 
 if __name__ == "__main__":
