@@ -150,6 +150,10 @@ def test_a_page_on_another_origin_uses_every_endpoint_and_stream(page: Page, sta
     assert isinstance(stores["offline_store"]["last_modified"], float)
     model = answered(page, "GET", "/model", auth=False)
     assert model["version"] == stack.champion_version
+    monitoring = answered(page, "GET", "/monitoring", auth=False)
+    (served,) = [m for m in monitoring["models"] if m["version"] == stack.champion_version]
+    assert served["window_rows"] >= 4  # the page's own predictions above at least
+    assert isinstance(monitoring["threshold"], float)
     deleted = answered(page, "DELETE", f"/vehicles/{vehicle_id}")
     assert deleted == {"status": "deleted", "vehicle_id": vehicle_id}
 
