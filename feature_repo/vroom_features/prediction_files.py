@@ -223,7 +223,6 @@ def enforce_limits(root: Path, *, retention_days: int, max_bytes: int, today: da
         removed += _remove(directory.glob(".*.tmp"))
         if day < oldest_kept:
             removed += _remove(_files(directory))
-            _remove_if_empty(directory)
         else:
             kept.extend(_files(directory))
     sizes = []

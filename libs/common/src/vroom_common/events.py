@@ -181,6 +181,23 @@ STREAM_OF: Final[dict[EventType, Stream]] = {
 ENTRY_FIELD: Final = "event"
 
 
+def text(value: bytes | str) -> str:
+    """A Redis reply (bytes from our clients) as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str) -> bool:
+    """Create ``group`` on ``stream`` (and the stream) reading from its first entry, so a
+    group created after entries were added still delivers them; False when it exists."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("BUSYGROUP"):
+            raise
+        return False
+    return True
+
+
 def encode(event: Event) -> dict[str, str]:
     """The stream entry fields for an event."""
     return {ENTRY_FIELD: event.model_dump_json()}

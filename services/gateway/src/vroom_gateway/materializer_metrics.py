@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Final
+from typing import Final
 
 import redis
 import redis.asyncio as aioredis
 import structlog
 
-from vroom_common.events import MATERIALIZER_GROUP, PREDICTION_LOG_GROUP, Stream
+from vroom_common.events import MATERIALIZER_GROUP, PREDICTION_LOG_GROUP, Stream, text
 from vroom_common.observability import HttpMetrics
 
 log = structlog.get_logger(__name__)
 
 #: Seconds between two reads of the streams.
 REFRESH_S: Final = 15.0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class MaterializerGauges:
@@ -76,7 +72,7 @@ class MaterializerGauges:
         except redis.ResponseError:  # no stream
             return 0, 0
         for group in groups:
-            if _text(group["name"]) == name:
+            if text(group["name"]) == name:
                 return int(group.get("lag") or 0), int(group.get("pending") or 0)
         return int(await self.client.xlen(stream)), 0
 

@@ -117,10 +117,6 @@ class _Stopped(Exception):
     """A stop was requested while waiting for a dependency; the work in hand is unfinished."""
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
@@ -416,12 +412,8 @@ class Materializer:
     # --- Redis -----------------------------------------------------------------------
 
     def _ensure_group(self) -> None:
-        try:
-            self._redis.xgroup_create(Stream.VEHICLES, MATERIALIZER_GROUP, id="0", mkstream=True)
+        if events.ensure_group(self._redis, Stream.VEHICLES, MATERIALIZER_GROUP):
             self._log.info("consumer group created", group=MATERIALIZER_GROUP)
-        except redis.ResponseError as exc:
-            if not str(exc).startswith("BUSYGROUP"):
-                raise
 
     def _read(self, start: str, block_ms: int | None = None) -> list[Entry]:
         """``XREADGROUP`` from ``start`` (``>``: new entries; an id: our pending after it)."""
@@ -436,7 +428,7 @@ class Materializer:
             ),
         )
         return [
-            (_text(entry_id), fields or {})
+            (events.text(entry_id), fields or {})
             for _stream, items in response or []
             for entry_id, fields in items
         ]
@@ -454,9 +446,9 @@ class Materializer:
                 count=self.options.batch_size,
             ),
         )
-        claimed = [(_text(entry_id), fields or {}) for entry_id, fields in response[1]]
-        deleted = [_text(entry_id) for entry_id in (response[2] if len(response) > 2 else [])]
-        return _text(response[0]), claimed, deleted
+        claimed = [(events.text(entry_id), fields or {}) for entry_id, fields in response[1]]
+        deleted = [events.text(entry_id) for entry_id in (response[2] if len(response) > 2 else [])]
+        return events.text(response[0]), claimed, deleted
 
     def _overdelivered_retrying(self, entries: Sequence[Entry]) -> dict[str, str]:
         return self._call("check deliveries", functools.partial(self._overdelivered, entries))
@@ -477,7 +469,7 @@ class Materializer:
         )
         limit = self.options.max_deliveries
         return {
-            _text(item["message_id"]): (
+            events.text(item["message_id"]): (
                 f"delivered {item['times_delivered']} times without an acknowledgement "
                 f"(limit {limit})"
             )

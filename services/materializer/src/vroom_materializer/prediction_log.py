@@ -27,7 +27,7 @@ from typing import Any, Final, cast
 import redis
 import structlog
 
-from vroom_common.events import PREDICTION_LOG_GROUP, Stream
+from vroom_common.events import PREDICTION_LOG_GROUP, Stream, ensure_group, text
 from vroom_common.redis_clients import redis_client
 from vroom_common.settings import Settings
 from vroom_features.prediction_files import compact, enforce_limits, table_of, write_parts
@@ -43,10 +43,6 @@ BLOCK_MS: Final = 1000
 #: Backoff while Redis or the disk fails: first and longest wait.
 FIRST_BACKOFF_S: Final = 0.5
 MAX_BACKOFF_S: Final = 10.0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class PredictionLogDrain:
@@ -127,28 +123,12 @@ class PredictionLogDrain:
     # --- Redis -----------------------------------------------------------------------------
 
     def _ensure_group(self) -> None:
-        try:
-            self._redis.xgroup_create(
-                Stream.PREDICTIONS, PREDICTION_LOG_GROUP, id="0", mkstream=True
-            )
-        except redis.ResponseError as exc:
-            if not str(exc).startswith("BUSYGROUP"):
-                raise
+        ensure_group(self._redis, Stream.PREDICTIONS, PREDICTION_LOG_GROUP)
 
     def _recover(self) -> None:
         """Our own unacknowledged entries, page by page, then other consumers' idle ones."""
         cursor = "0"
-        while True:
-            entries = self._entries(
-                self._redis.xreadgroup(
-                    PREDICTION_LOG_GROUP,
-                    self.consumer,
-                    {Stream.PREDICTIONS: cursor},
-                    count=READ_COUNT,
-                )
-            )
-            if not entries:
-                break
+        while entries := self._read_group(cursor):
             self._hold(entries)
             cursor = entries[-1][0]
         self._claim_idle()
@@ -171,30 +151,31 @@ class PredictionLogDrain:
                     count=READ_COUNT,
                 ),
             )
-            claimed = [(_text(i), fields or {}) for i, fields in response[1]]
+            claimed = [(text(i), fields or {}) for i, fields in response[1]]
             self._hold([entry for entry in claimed if entry[0] not in held])
-            start = _text(response[0])
+            start = text(response[0])
             if start == "0-0":
                 return
 
     def _read(self, start: str, *, block_ms: int | None) -> None:
         """New entries (``start`` ``>``) added to those held."""
-        self._hold(
-            self._entries(
-                self._redis.xreadgroup(
-                    PREDICTION_LOG_GROUP,
-                    self.consumer,
-                    {Stream.PREDICTIONS: start},
-                    count=READ_COUNT,
-                    block=block_ms,
-                )
-            )
-        )
+        self._hold(self._read_group(start, block_ms))
 
-    @staticmethod
-    def _entries(response: Any) -> list[tuple[str, dict[bytes, bytes]]]:
-        items = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None, response)
-        return [(_text(i), fields or {}) for _s, entries in items or [] for i, fields in entries]
+    def _read_group(
+        self, start: str, block_ms: int | None = None
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """``XREADGROUP`` from ``start`` (``>``: new entries; an id: our pending after it)."""
+        response = cast(
+            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
+            self._redis.xreadgroup(
+                PREDICTION_LOG_GROUP,
+                self.consumer,
+                {Stream.PREDICTIONS: start},
+                count=READ_COUNT,
+                block=block_ms,
+            ),
+        )
+        return [(text(i), fields or {}) for _s, entries in response or [] for i, fields in entries]
 
     def _hold(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
         for entry_id, fields in entries:

@@ -22,6 +22,8 @@ from typing import Final
 
 from pydantic import BaseModel
 
+from vroom_common.events import text
+
 
 @dataclass(frozen=True)
 class LogBuckets:
@@ -106,10 +108,6 @@ class SignalBatch:
         return bool(self.counts)
 
 
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
 def summarize(fields: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, VersionSignals]:
     """The signals per version from one step's hash (``HGETALL``)."""
     requests: Counter[str] = Counter()
@@ -118,8 +116,8 @@ def summarize(fields: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, Ve
     latency: defaultdict[str, Counter[int]] = defaultdict(Counter)
     disagreement: defaultdict[str, Counter[int]] = defaultdict(Counter)
     for raw_field, raw_value in fields.items():
-        parts = _text(raw_field).split(_SEP)
-        count = int(_text(raw_value))
+        parts = text(raw_field).split(_SEP)
+        count = int(text(raw_value))
         version, kind = parts[0], parts[1] if len(parts) > 1 else ""
         if kind == "n":
             requests[version] += count

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from vroom_common import events
 from vroom_common.errors import Conflict, DependencyUnavailable, VroomError
-from vroom_common.events import RolloutProgressed, RolloutRequested, Stream
+from vroom_common.events import RolloutProgressed, RolloutRequested, Stream, text
 from vroom_rollout.progressive.machine import RolloutState
 from vroom_rollout.progressive.signals import SignalBatch, VersionSignals, summarize
 
@@ -217,7 +217,7 @@ class RolloutStore:
         found: list[tuple[str, RolloutRequested | None]] = []
         for _stream, entries in answer or ():
             for raw_id, fields in entries:
-                found.append((_text(raw_id), self._command(fields)))
+                found.append((text(raw_id), self._command(fields)))
         return found
 
     def _command(self, fields: Mapping[bytes, bytes]) -> RolloutRequested | None:
@@ -228,10 +228,6 @@ class RolloutStore:
         if isinstance(event, RolloutRequested) and event.model_name == self.model_name:
             return event
         return None
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 # --- the gateway's side (asyncio) --------------------------------------------------------------

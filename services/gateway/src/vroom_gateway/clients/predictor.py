@@ -67,6 +67,14 @@ class Prediction:
     upper: FloatMatrix | None = None
     role: Role = "champion"
 
+    def interval(self, level: float) -> tuple[FloatMatrix, FloatMatrix] | None:
+        """The lower and upper bounds per row at ``level`` (one of ``INTERVAL_LEVELS``);
+        None for a model without intervals."""
+        if self.lower is None or self.upper is None:
+            return None
+        column = INTERVAL_LEVELS.index(level)
+        return self.lower[:, column], self.upper[:, column]
+
 
 @dataclass(frozen=True)
 class TensorSpec:

@@ -52,16 +52,11 @@ def outputs(prediction: Prediction, level: float = DEFAULT_INTERVAL_LEVEL) -> li
         {"predicted_reservations": round(value, 2), "model_version": version}
         for value in prediction.values
     ]
-    if prediction.lower is not None and prediction.upper is not None:
-        column = INTERVAL_LEVELS.index(level)
+    bounds = prediction.interval(level)
+    if bounds is not None:
         # tolist(): Python floats in one call (float32 -> float64 is exact), not one
         # numpy scalar per value.
-        for row, lower, upper in zip(
-            rows,
-            prediction.lower[:, column].tolist(),
-            prediction.upper[:, column].tolist(),
-            strict=True,
-        ):
+        for row, lower, upper in zip(rows, bounds[0].tolist(), bounds[1].tolist(), strict=True):
             row["prediction_interval"] = {
                 "lower": round(lower, 2),
                 "upper": round(upper, 2),
